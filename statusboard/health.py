@@ -1,0 +1,141 @@
+"""Health verdicts: pure functions of (rows, now, thresholds). No processes, no I/O.
+
+A row here is the plain dict of board fields (see statusboard.rows); ``now_ns``
+is the monotonic clock, which on Linux is one clock for every process, so ages
+computed in a reader are ages the supervisor would compute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from statusboard import layout
+from statusboard.states import WorkerState, worker_state_label
+
+NS = 1_000_000_000
+
+
+class StatusCode(IntEnum):
+    """`poolctl status` exit codes (LSB style)."""
+
+    RUNNING = 0
+    STALE = 1
+    DEGRADED = 2
+    NOT_RUNNING = 3
+    UNKNOWN = 4
+
+
+@dataclass(frozen=True)
+class WorkerVerdict:
+    healthy: bool
+    reason: str  # empty when healthy
+
+
+@dataclass(frozen=True)
+class SupervisorVerdict:
+    alive: bool
+    reason: str  # why not alive; empty when alive
+
+
+@dataclass(frozen=True)
+class PoolVerdict:
+    state: str  # running | degraded | stale | stopped | stop_failed | unknown
+    code: StatusCode
+    reason: str
+
+
+def worker_verdict(row: dict[str, Any], now_ns: int, heartbeat_timeout_ns: int) -> WorkerVerdict:
+    """Is this worker healthy: running, with a heartbeat no older than the timeout."""
+    state = row["state"]
+    if state == WorkerState.RUNNING:
+        age_ns = now_ns - row["heartbeat_ns"]
+        if age_ns <= heartbeat_timeout_ns:
+            return WorkerVerdict(True, "")
+        return WorkerVerdict(
+            False,
+            f"no heartbeat for {age_ns / NS:.1f}s (timeout {heartbeat_timeout_ns / NS:g}s)",
+        )
+    if state == WorkerState.STARTING:
+        return WorkerVerdict(False, "starting, no heartbeat yet")
+    label = worker_state_label(state)
+    code = row.get("last_exit_code", layout.NO_EXIT_CODE)
+    if code != layout.NO_EXIT_CODE and state in (
+        WorkerState.EXITED,
+        WorkerState.BACKOFF,
+        WorkerState.FAILED,
+    ):
+        return WorkerVerdict(False, f"{label} (last exit {describe_exit(code)})")
+    return WorkerVerdict(False, label)
+
+
+def supervisor_verdict(
+    *,
+    lock_held: bool,
+    pid: int,
+    identity_ok: bool,
+    heartbeat_age_ns: int | None,
+    timeout_ns: int,
+) -> SupervisorVerdict:
+    """Alive only if the lock is held, the recorded pid is that very process, and it beats."""
+    if not identity_ok:
+        return SupervisorVerdict(False, f"supervisor pid {pid} is gone (or is now a different process)")
+    if not lock_held:
+        return SupervisorVerdict(False, f"supervisor pid {pid} does not hold supervisor.lock")
+    if heartbeat_age_ns is None:
+        return SupervisorVerdict(False, f"supervisor pid {pid} has no readable board")
+    if heartbeat_age_ns > timeout_ns:
+        return SupervisorVerdict(
+            False,
+            f"supervisor pid {pid} is frozen: board heartbeat {heartbeat_age_ns / NS:.1f}s old "
+            f"(limit {timeout_ns / NS:g}s)",
+        )
+    return SupervisorVerdict(True, "")
+
+
+def pool_verdict(
+    rows: list[dict[str, Any]],
+    *,
+    workers_desired: int,
+    pool_state: str,
+    now_ns: int,
+    heartbeat_timeout_ns: int,
+) -> PoolVerdict:
+    """Verdict for a pool whose supervisor is verified alive."""
+    if pool_state in ("stopping", "stop_failed"):
+        return PoolVerdict("degraded", StatusCode.DEGRADED, f"pool is {pool_state}")
+    live = [r for r in rows if r["state"] != WorkerState.EMPTY]
+    problems = []
+    healthy = 0
+    for row in live:
+        verdict = worker_verdict(row, now_ns, heartbeat_timeout_ns)
+        if verdict.healthy:
+            healthy += 1
+        else:
+            problems.append(f"worker {row['slot']}: {verdict.reason}")
+    if healthy >= workers_desired and not problems:
+        return PoolVerdict("running", StatusCode.RUNNING, "")
+    if not problems:
+        problems.append(f"{healthy} of {workers_desired} workers healthy")
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return PoolVerdict("degraded", StatusCode.DEGRADED, shown)
+
+
+def describe_exit(code: int) -> str:
+    """'code 1', 'signal SIGKILL' ... from a stored exit code (negative = signal)."""
+    if code == layout.NO_EXIT_CODE:
+        return "none"
+    if code < 0:
+        import signal
+
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def progress_value(raw: float) -> float | None:
+    return None if math.isnan(raw) else raw

@@ -1,0 +1,718 @@
+"""The supervisor: keep N workers alive and tell the truth about them.
+
+Data flow::
+
+    workers --heartbeat stores--> board (shm) <--lifecycle stores-- supervisor
+    workers --pipe: reports (tracebacks, boot errors)--> supervisor
+    supervisor --pipe byte + board flag: stop requests--> workers
+    signals / commands --wake pipe--> supervisor loop
+    supervisor --atomic replace--> runtime.json ; --lines--> supervisor.log
+
+The loop blocks in exactly one place, ``multiprocess.connection.wait`` on the
+worker sentinels plus the wake pipe, with the next deadline as timeout (hang
+check, escalation step, restart delay, flush, and a 1 s supervisor heartbeat).
+After each wake it reaps exits, applies the restart policy, advances stop
+escalations, and flushes runtime.json if a lifecycle changed.
+
+Start method: "auto" forks when this loop runs in a single-threaded process
+(the daemon and foreground cases: forking is 1.5 ms and nothing else holds a
+lock), and uses forkserver when the loop runs in a thread of a bigger program
+(embedded ``with Supervisor(...)``, the task pool), where fork could copy a lock
+held by another thread into the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiprocess
+from multiprocess.connection import wait as wait_any
+
+from pool import shutdown
+from pool.budget import RestartBudget, should_restart
+from pool.errors import PoolError, SpecError, StopFailed
+from pool.lock import SupervisorLock
+from pool.logfile import close_log, open_log
+from pool.runtime_doc import cleanup_previous, runtime_document
+from pool.signals import queued_signals
+from pool.spec import MAX_WORKERS, PoolSpec
+from pool.state import Event, next_state
+from pool.worker import BOOT_ERROR_EXIT, WorkerArgs, worker_main
+from statusboard import runtime_dir as rdir
+from statusboard import runtime_file
+from statusboard.board import Board, segment_path
+from statusboard.health import describe_exit
+from statusboard.layout import MAX_CAPACITY
+from statusboard.liveness import start_ticks
+from statusboard.states import PoolState
+from statusboard.states import WorkerState as S
+
+TICK_S = 1.0  # longest sleep: the supervisor heartbeat on the board is at most this old
+STARTING_POLL_S = 0.005  # while a worker has not beaten yet, look for its first beat this often
+_SIGNAL_COMMANDS = {
+    "SIGTERM": "stop",
+    "SIGINT": "stop",
+    "SIGHUP": "rolling",
+    "SIGTTIN": "more",
+    "SIGTTOU": "fewer",
+}
+
+
+@dataclass
+class Slot:
+    index: int
+    budget: RestartBudget
+    state: S = S.EMPTY
+    process: Any = None
+    conn: Any = None
+    pid: int = 0
+    ticks: int = 0
+    generation: int = 0
+    started: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    escalation: shutdown.Escalation | None = None
+    retire: bool = False  # scale-down: empty the slot when it exits
+    replace: bool = False  # rolling restart: respawn at once when it exits
+    survivor: bool = False  # did not die after SIGKILL
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and not self.survivor
+
+
+@dataclass
+class StopResult:
+    reason: str
+    survivors: list[int] = field(default_factory=list)
+    boot_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.survivors and self.boot_error is None
+
+
+class Supervisor:
+    """Runs a pool. ``run()`` blocks (daemon, foreground); ``with Supervisor(...)`` runs it
+    in a thread of this program and stops it on exit.
+
+    ``clock`` (seconds) and ``kill`` are injectable so tests can step time and
+    simulate a process that will not die.
+    """
+
+    def __init__(
+        self,
+        spec: PoolSpec,
+        *,
+        runtime_dir: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        kill: Callable[[int, int], None] = os.kill,
+        echo_log: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.runtime_dir = rdir.resolve(spec.name, runtime_dir)
+        self._clock = clock
+        self._kill = kill
+        self._echo_log = echo_log
+        self._desired = spec.workers
+        self._slots: list[Slot] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signals: deque[int] = deque()
+        self._commands: deque[tuple[str, int]] = deque()
+        self._stopping = False
+        self._stop_reason = ""
+        self._boot_error: str | None = None
+        self._rolling: deque[int] = deque()
+        self._ready = threading.Event()
+        self._finished = threading.Event()
+        self._dirty = True
+        self._next_flush = 0.0
+        self._thread: threading.Thread | None = None
+        self._result: StopResult | None = None
+        self._setup_error: BaseException | None = None
+        self.log: logging.Logger = logging.getLogger("poolctl.unstarted")
+        self.board: Board | None = None
+        self.on_ready: Callable[[], None] | None = None
+        self.on_failure: Callable[[str], None] | None = None
+
+    # -- commands, safe from any thread ------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        self._command("stop", 0, reason)
+
+    def scale(self, workers: int) -> None:
+        if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            raise SpecError(f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}")
+        self._command("scale", workers)
+
+    def rolling_restart(self) -> None:
+        self._command("rolling", 0)
+
+    def _command(self, name: str, value: int, reason: str = "") -> None:
+        if name == "stop":
+            self._stop_reason = self._stop_reason or reason
+        self._commands.append((name, value))
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (a wake is pending anyway) or already closed
+
+    # -- embedded use --------------------------------------------------------
+
+    def start(self, timeout: float | None = 30.0) -> Supervisor:
+        """Run the loop in a background thread; return once every worker has beaten."""
+        self._thread = threading.Thread(target=self._run_in_thread, name="poolctl-supervisor", daemon=True)
+        self._thread.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready.wait(0.01):
+            if self._finished.is_set():
+                self._thread.join()
+                if self._setup_error is not None:
+                    raise self._setup_error
+                result = self._result
+                raise PoolError(
+                    f"pool {self.spec.name!r} stopped before it was ready: "
+                    f"{result.boot_error or result.reason if result else 'unknown'}"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                self.stop()
+                raise PoolError(f"pool {self.spec.name!r} not ready within {timeout}s")
+        return self
+
+    def stop(self) -> StopResult:
+        """Stop the pool started by start(); raise StopFailed if any process survived."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join()
+        result = self._result or StopResult("never started")
+        if result.survivors:
+            raise StopFailed(
+                f"pool {self.spec.name!r}: processes survived the stop: "
+                f"{', '.join(map(str, result.survivors))}",
+                result.survivors,
+            )
+        return result
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def __enter__(self) -> Supervisor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run_in_thread(self) -> None:
+        try:
+            self._result = self.run(install_signals=False)
+        except BaseException as exc:
+            self._setup_error = exc
+        finally:
+            self._finished.set()
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self, *, install_signals: bool | None = None) -> StopResult:
+        """Supervise until stopped. Takes the lock; raises AlreadyRunning if it is held."""
+        if install_signals is None:
+            install_signals = threading.current_thread() is threading.main_thread()
+        method = self.spec.start_method
+        if method == "auto":
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+        self._mp = multiprocess.get_context(method)
+        self._fork = method == "fork"
+        rdir.ensure(self.runtime_dir)
+        lock = SupervisorLock(self.runtime_dir)
+        lock.acquire()
+        try:
+            self.log = open_log(self.runtime_dir, echo=self._echo_log)
+            try:
+                return self._run_locked(lock, install_signals)
+            finally:
+                close_log(self.log)
+        finally:
+            lock.release()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _run_locked(self, lock: SupervisorLock, install_signals: bool) -> StopResult:
+        self._lock_fd = lock.fd
+        cleaned = cleanup_previous(self.runtime_dir, self.spec.name, grace=self.spec.grace)
+        for line in cleaned:
+            self.log.warning(line)
+        pid = os.getpid()
+        self._ticks = start_ticks(pid) or 0
+        self._started_wall = time.time()
+        self.board = Board.create(
+            segment_path(self.spec.name, pid, self._ticks),
+            MAX_CAPACITY,
+            supervisor_pid=pid,
+            supervisor_start_ticks=self._ticks,
+            heartbeat_timeout_ns=int(self.spec.heartbeat_timeout * 1e9),
+            workers_desired=self._desired,
+        )
+        self.board.set_header(pool_state=PoolState.STARTING)
+        try:
+            self.log.info(
+                "supervisor started: pool %s, pid %d, target %s, %d workers, start method %s",
+                self.spec.name,
+                pid,
+                self.spec.target,
+                self._desired,
+                self._mp.get_start_method(),
+            )
+            self._flush(self._clock())
+            if install_signals:
+                with queued_signals(self._signals, self._wake_w):
+                    self._loop()
+            else:
+                self._loop()
+        except BaseException as exc:
+            self.log.exception("supervisor error: %s", exc)
+            self._emergency_stop()
+            raise
+        finally:
+            result = self._finish()
+        return result
+
+    def _loop(self) -> None:
+        now = self._clock()
+        self._resize(self._desired, now)
+        while not (self._stopping and not any(s.alive for s in self._slots)):
+            timeout = max(0.0, self._next_deadline(now) - self._clock())
+            ready = wait_any([self._wake_r, *(s.process.sentinel for s in self._slots if s.alive)], timeout)
+            now = self._clock()
+            assert self.board is not None
+            self.board.supervisor_beat(time.monotonic_ns())
+            if self._wake_r in ready:
+                self._drain_wake()
+            self._dispatch(now)
+            self._reap(now)
+            self._watch_beats(now)
+            self._escalate(now)
+            self._start_due(now)
+            self._advance_rolling(now)
+            self._check_ready()
+            if self._dirty or now >= self._next_flush:
+                self._flush(now)
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = min(now + TICK_S, self._next_flush)
+        timeout = self.spec.heartbeat_timeout
+        assert self.board is not None
+        for slot in self._slots:
+            if slot.restart_at is not None:
+                deadline = min(deadline, slot.restart_at)
+            if slot.escalation is not None:
+                deadline = min(deadline, slot.escalation.next_at)
+            if slot.state is S.STARTING:
+                deadline = min(deadline, now + STARTING_POLL_S)
+            elif slot.state is S.RUNNING:
+                last = self.board.word(slot.index, "heartbeat_ns") / 1e9
+                deadline = min(deadline, now + max(0.0, last + timeout - time.monotonic()))
+        return deadline
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _dispatch(self, now: float) -> None:
+        import signal as _signal
+
+        while self._signals:
+            signum = self._signals.popleft()
+            name = _signal.Signals(signum).name
+            command = _SIGNAL_COMMANDS[name]
+            self.log.info(
+                "received %s: %s",
+                name,
+                {
+                    "stop": "graceful stop",
+                    "rolling": "rolling restart",
+                    "more": "one worker more",
+                    "fewer": "one worker fewer",
+                }[command],
+            )
+            if command == "stop":
+                self._stop_reason = self._stop_reason or f"{name} received"
+            self._commands.append((command, 0))
+        while self._commands:
+            command, value = self._commands.popleft()
+            if command == "stop":
+                self._begin_stop(self._stop_reason or "stop requested", now)
+            elif self._stopping:
+                continue
+            elif command == "scale":
+                self._resize(value, now)
+            elif command == "more":
+                self._resize(min(MAX_WORKERS, self._desired + 1), now)
+            elif command == "fewer":
+                self._resize(max(1, self._desired - 1), now)
+            elif command == "rolling":
+                self._start_rolling()
+
+    # -- workers -------------------------------------------------------------
+
+    def _resize(self, desired: int, now: float) -> None:
+        if desired != self._desired:
+            self.log.info("scaling from %d to %d workers", self._desired, desired)
+        self._desired = desired
+        spec = self.spec
+        while len(self._slots) < desired:
+            self._slots.append(
+                Slot(
+                    len(self._slots),
+                    RestartBudget(
+                        spec.max_restarts,
+                        spec.restart_window,
+                        spec.backoff_base,
+                        spec.backoff_cap,
+                        spec.backoff_reset,
+                    ),
+                )
+            )
+        for slot in self._slots:
+            if slot.index < desired:
+                slot.retire = False
+                if slot.state is S.EMPTY:
+                    self._spawn(slot, now)
+            elif not slot.retire:
+                slot.retire = True
+                if slot.alive:
+                    self._begin_escalation(slot, "retire", now)
+                elif slot.state is not S.EMPTY:
+                    self._set_state(slot, Event.RETIRE)
+                    slot.restart_at = None
+        self._trim_slots()
+        assert self.board is not None
+        self.board.set_header(workers_desired=desired, slots_used=len(self._slots))
+        self._dirty = True
+
+    def _trim_slots(self) -> None:
+        while self._slots and self._slots[-1].state is S.EMPTY and self._slots[-1].index >= self._desired:
+            self._slots.pop()
+        assert self.board is not None
+        self.board.set_header(slots_used=len(self._slots))
+
+    def _spawn(self, slot: Slot, now: float) -> None:
+        assert self.board is not None
+        board = self.board
+        board.reset_worker_region(slot.index)
+        parent_end, child_end = self._mp.Pipe(duplex=True)
+        slot.generation += 1
+        args = WorkerArgs(
+            slot=slot.index,
+            pool=self.spec.name,
+            generation=slot.generation,
+            target=self.spec.target,
+            cwd=self.spec.cwd,
+            board_path=str(board.path),
+            supervisor_pid=os.getpid(),
+            supervisor_ticks=self._ticks,
+            conn=child_end,
+            close_fds=[self._lock_fd] if self._fork and self._lock_fd is not None else [],
+        )
+        process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
+        process.start()
+        child_end.close()
+        slot.process, slot.conn, slot.pid = process, parent_end, process.pid
+        slot.ticks = start_ticks(process.pid) or 0
+        slot.started = now
+        slot.restart_at = None
+        self._set_state(slot, Event.SPAWN)
+        board.set_lifecycle(
+            slot.index,
+            pid=slot.pid,
+            pid_start_ticks=slot.ticks,
+            generation=slot.generation,
+            started_ns=time.monotonic_ns(),
+            stop_requested=0,
+            restarts=slot.restarts,
+        )
+        self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
+
+    def _set_state(self, slot: Slot, event: Event) -> None:
+        slot.state = next_state(slot.state, event)
+        assert self.board is not None
+        self.board.set_lifecycle(slot.index, state=slot.state)
+        self._dirty = True
+
+    def _reap(self, now: float) -> None:
+        for slot in self._slots:
+            if slot.alive:
+                code = slot.process.exitcode  # waitpid(WNOHANG): reaps, so no zombie is left
+                if code is not None:
+                    self._on_exit(slot, code, now)
+
+    def _read_report(self, slot: Slot) -> tuple[str, str, str] | None:
+        report = None
+        try:
+            while slot.conn.poll(0):
+                report = slot.conn.recv()
+        except (EOFError, OSError, Exception):
+            pass
+        return report if isinstance(report, tuple) and len(report) == 3 else None
+
+    def _on_exit(self, slot: Slot, code: int, now: float) -> None:
+        report = self._read_report(slot)
+        slot.conn.close()
+        slot.process.close()
+        slot.process = slot.conn = None
+        prev = slot.state
+        escalation, slot.escalation = slot.escalation, None
+        self._set_state(slot, Event.EXIT)
+        assert self.board is not None
+        self.board.set_lifecycle(slot.index, last_exit_code=code)
+        how = describe_exit(code)
+        if code == -9 and (escalation is None or escalation.stage < shutdown.Stage.KILL):
+            how += "; perhaps out of memory?"
+        self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
+        if report is not None:
+            kind, summary, detail = report
+            self.log.error(
+                "worker %d (pid %d) %s: %s\n%s",
+                slot.index,
+                slot.pid,
+                "could not boot" if kind == "boot_error" else "raised",
+                summary,
+                detail.rstrip(),
+            )
+            if kind == "boot_error" and code == BOOT_ERROR_EXIT:
+                self._set_state(slot, Event.GIVE_UP)
+                self._boot_error = self._boot_error or summary
+                self.log.error("boot error in worker %d: stopping the pool instead of restarting", slot.index)
+                self._begin_stop(f"boot error: {summary}", now)
+                return
+        if slot.retire or self._stopping:
+            if slot.retire:
+                self._set_state(slot, Event.RETIRE)
+                self._trim_slots()
+            else:
+                self._set_state(slot, Event.STOP)
+            return
+        if slot.replace:
+            self._spawn(slot, now)  # rolling restart: a planned replacement, not a restart
+            return
+        abnormal = code != 0 or prev is S.HUNG
+        if not should_restart(self.spec.restart, abnormal=abnormal):
+            self._set_state(slot, Event.DONE)
+            self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
+            return
+        delay = slot.budget.record_exit(now, now - slot.started)
+        if delay is None:
+            self._set_state(slot, Event.GIVE_UP)
+            self.log.error(
+                "worker %d failed: more than %d restarts in %gs; giving up",
+                slot.index,
+                self.spec.max_restarts,
+                self.spec.restart_window,
+            )
+            return
+        slot.restarts += 1
+        self.board.set_lifecycle(slot.index, restarts=slot.restarts)
+        if delay == 0:
+            self.log.info("worker %d restarting (restart %d)", slot.index, slot.restarts)
+            self._spawn(slot, now)
+        else:
+            self._set_state(slot, Event.BACKOFF)
+            slot.restart_at = now + delay
+            self.log.info(
+                "worker %d restarting in %.2fs (restart %d, %d in the last %gs)",
+                slot.index,
+                delay,
+                slot.restarts,
+                slot.budget.recent,
+                self.spec.restart_window,
+            )
+
+    def _watch_beats(self, now: float) -> None:
+        assert self.board is not None
+        board = self.board
+        mono = time.monotonic_ns()
+        timeout_ns = int(self.spec.heartbeat_timeout * 1e9)
+        for slot in self._slots:
+            if slot.state not in (S.STARTING, S.RUNNING) or slot.escalation is not None:
+                continue
+            beats = board.word(slot.index, "beats")
+            if slot.state is S.STARTING and beats:
+                self._set_state(slot, Event.FIRST_BEAT)
+                if slot.replace:
+                    slot.replace = False
+                    if self._rolling and self._rolling[0] == slot.index:
+                        self._rolling.popleft()
+            reference = (
+                board.word(slot.index, "heartbeat_ns") if beats else board.word(slot.index, "started_ns")
+            )
+            age_ns = mono - reference
+            if age_ns > timeout_ns:
+                self.log.warning(
+                    "worker %d (pid %d) hung: no heartbeat for %.1fs (timeout %gs); sending SIGTERM",
+                    slot.index,
+                    slot.pid,
+                    age_ns / 1e9,
+                    self.spec.heartbeat_timeout,
+                )
+                self._begin_escalation(slot, "hang", now)
+
+    def _begin_escalation(self, slot: Slot, why: str, now: float) -> None:
+        esc = shutdown.begin(why, now, self.spec.grace)
+        slot.escalation = esc
+        assert self.board is not None
+        if why == "hang":
+            self._set_state(slot, Event.HANG)
+            shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
+            return
+        if slot.state is not S.STOPPING:
+            self._set_state(slot, Event.STOP)
+        self.board.set_lifecycle(slot.index, stop_requested=1)
+        try:
+            slot.conn.send_bytes(b"S")
+        except (OSError, ValueError):
+            pass  # the worker is already gone; its sentinel will say so
+
+    def _escalate(self, now: float) -> None:
+        for slot in self._slots:
+            esc = slot.escalation
+            if esc is None or not slot.alive:
+                continue
+            stage = shutdown.advance(esc, now)
+            if stage in shutdown.SIGNAL_FOR:
+                signum = shutdown.SIGNAL_FOR[stage]
+                waited = now - esc.started
+                self.log.warning(
+                    "worker %d (pid %d) still running %.1fs after %s; escalated to %s",
+                    slot.index,
+                    slot.pid,
+                    waited,
+                    "the stop flag" if stage is shutdown.Stage.TERM else "SIGTERM",
+                    signum.name,
+                )
+                shutdown.send(self._kill, slot.pid, signum)
+            elif stage is shutdown.Stage.GAVE_UP:
+                slot.survivor = True
+                self.log.error(
+                    "worker %d (pid %d) survived SIGKILL for %gs: NOT confirmed gone",
+                    slot.index,
+                    slot.pid,
+                    shutdown.CONFIRM_S,
+                )
+                self._dirty = True
+
+    def _start_due(self, now: float) -> None:
+        for slot in self._slots:
+            if slot.state is S.BACKOFF and slot.restart_at is not None and now >= slot.restart_at:
+                self._spawn(slot, now)
+
+    def _start_rolling(self) -> None:
+        if self._rolling:
+            self.log.info("rolling restart already in progress")
+            return
+        assert self.board is not None
+        self.board.set_header(generation=self.board.header_word("generation") + 1)
+        self._rolling.extend(s.index for s in self._slots if s.index < self._desired)
+        self.log.info("rolling restart of %d workers, one at a time", len(self._rolling))
+
+    def _advance_rolling(self, now: float) -> None:
+        while self._rolling and not self._stopping:
+            slot = self._slots[self._rolling[0]] if self._rolling[0] < len(self._slots) else None
+            if slot is None or slot.retire or slot.state in (S.FAILED, S.EXITED, S.BACKOFF, S.EMPTY):
+                self._rolling.popleft()
+                continue
+            if slot.replace:
+                return  # the current one is being replaced; wait for its first beat
+            if slot.state is S.RUNNING and slot.escalation is None:
+                slot.replace = True
+                self._begin_escalation(slot, "rolling", now)
+            return
+
+    def _check_ready(self) -> None:
+        if self._ready.is_set() or self._stopping:
+            return
+        serving = [s for s in self._slots if s.index < self._desired]
+        if len(serving) == self._desired and all(s.state is S.RUNNING for s in serving):
+            assert self.board is not None
+            self.board.set_header(pool_state=PoolState.RUNNING)
+            self.log.info("pool ready: %d workers running", self._desired)
+            self._ready.set()
+            self._dirty = True
+            if self.on_ready is not None:
+                self.on_ready()
+
+    # -- stopping --------------------------------------------------------------
+
+    def _begin_stop(self, reason: str, now: float) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_reason = reason
+        self._rolling.clear()
+        assert self.board is not None
+        self.board.set_header(pool_state=PoolState.STOPPING)
+        self.log.info("stopping: %s", reason)
+        for slot in self._slots:
+            slot.restart_at = None
+            if slot.alive and slot.escalation is None:
+                self._begin_escalation(slot, "stop", now)
+            elif slot.alive and slot.escalation is not None:
+                if slot.state is S.STARTING or slot.state is S.RUNNING:
+                    self._set_state(slot, Event.STOP)
+            elif slot.state in (S.BACKOFF, S.EXITED):
+                self._set_state(slot, Event.STOP)
+
+    def _emergency_stop(self) -> None:
+        """After an internal error: kill every worker and confirm, without the loop."""
+        live = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
+        survivors = shutdown.kill_and_confirm(live, grace=min(self.spec.grace, 1.0), kill=self._kill)
+        for slot in self._slots:
+            if slot.alive:
+                slot.process.join(0)
+                slot.survivor = slot.pid in survivors
+                if not slot.survivor:
+                    slot.process = None
+
+    def _finish(self) -> StopResult:
+        survivors = [s.pid for s in self._slots if s.survivor]
+        reason = self._stop_reason or "stopped"
+        assert self.board is not None
+        final = PoolState.STOP_FAILED if survivors else PoolState.STOPPED
+        self.board.set_header(pool_state=final)
+        if survivors:
+            self.log.error("stop FAILED: still alive after SIGKILL: pid %s", ", ".join(map(str, survivors)))
+        try:
+            self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
+        finally:
+            self.board.unlink()
+            self.board.close()
+        self.log.info("supervisor stopped%s", "" if not survivors else " (with survivors)")
+        if not self._ready.is_set() and self.on_failure is not None:
+            self.on_failure(self._boot_error or reason)
+        return StopResult(reason, survivors, self._boot_error)
+
+    def _flush(self, now: float, *, final: bool = False, survivors: list[Slot] | None = None) -> None:
+        assert self.board is not None
+        document = runtime_document(
+            self.spec,
+            self.board,
+            supervisor_pid=os.getpid(),
+            supervisor_ticks=self._ticks,
+            started_wall=self._started_wall,
+            reason=self._stop_reason or None,
+            final=final,
+            survivors=[(s.pid, s.ticks) for s in survivors or []],
+        )
+        runtime_file.write(self.runtime_dir, document)
+        self._dirty = False
+        self._next_flush = now + self.spec.flush_interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ def runtime_document(
     reason: str | None,
     final: bool,
     survivors: list[tuple[int, int]],
+    control: str | None = None,
 ) -> dict[str, Any]:
     """The runtime.json object for the board as it is now (see statusboard.runtime_file)."""
     view = read_board(board)
@@ -45,6 +47,8 @@ def runtime_document(
         "state": state,
         "target": spec.target,
         "board": None if final else str(board.path),
+        "control": control.replace("\0", "@", 1) if control else None,
+        "spec": spec_document(spec),
         "supervisor": {
             "pid": supervisor_pid,
             "start_ticks": supervisor_ticks,
@@ -60,6 +64,13 @@ def runtime_document(
         "reason": reason,
         "survivors": [{"pid": pid, "start_ticks": ticks} for pid, ticks in survivors],
     }
+
+
+def spec_document(spec: PoolSpec) -> dict[str, Any]:
+    """The spec as JSON, so `restart` can start the same pool again."""
+    document = dataclasses.asdict(spec)
+    document["restart"] = spec.restart.value
+    return document
 
 
 def cleanup_previous(runtime_dir: Path, name: str, *, grace: float) -> list[str]:

@@ -37,6 +37,7 @@ from multiprocess.connection import wait as wait_any
 
 from pool import shutdown
 from pool.budget import RestartBudget, should_restart
+from pool.control import ControlServer, address
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
@@ -115,12 +116,16 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         kill: Callable[[int, int], None] = os.kill,
         echo_log: bool = False,
+        notify_fd: int | None = None,
     ) -> None:
         self.spec = spec
         self.runtime_dir = rdir.resolve(spec.name, runtime_dir)
         self._clock = clock
         self._kill = kill
         self._echo_log = echo_log
+        # Readiness pipe of a detached supervisor (pool.daemon): one line, "ready"
+        # or "failed: <reason>", then closed. Forked workers close their copy.
+        self._notify_fd = notify_fd
         self._desired = spec.workers
         self._slots: list[Slot] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -262,6 +267,7 @@ class Supervisor:
             workers_desired=self._desired,
         )
         self.board.set_header(pool_state=PoolState.STARTING)
+        self._control = ControlServer(address(self.spec.name, pid, self._ticks), self._on_control)
         try:
             self.log.info(
                 "supervisor started: pool %s, pid %d, target %s, %d workers, start method %s",
@@ -290,12 +296,19 @@ class Supervisor:
         self._resize(self._desired, now)
         while not (self._stopping and not any(s.alive for s in self._slots)):
             timeout = max(0.0, self._next_deadline(now) - self._clock())
-            ready = wait_any([self._wake_r, *(s.process.sentinel for s in self._slots if s.alive)], timeout)
+            waitables = [
+                self._wake_r,
+                self._control.fileno(),
+                *(s.process.sentinel for s in self._slots if s.alive),
+            ]
+            ready = wait_any(waitables, timeout)
             now = self._clock()
             assert self.board is not None
             self.board.supervisor_beat(time.monotonic_ns())
             if self._wake_r in ready:
                 self._drain_wake()
+            if self._control.fileno() in ready:
+                self._control.serve_pending()
             self._dispatch(now)
             self._reap(now)
             self._watch_beats(now)
@@ -328,6 +341,25 @@ class Supervisor:
                 pass
         except BlockingIOError:
             pass
+
+    def _on_control(self, request: dict[str, Any]) -> str | None:
+        """A control-socket request (pool.control), answered from the loop thread."""
+        op = request.get("op")
+        if op == "scale":
+            workers = request.get("workers")
+            if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+                return f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}"
+            self._commands.append(("scale", workers))
+        elif op == "rolling":
+            self._commands.append(("rolling", 0))
+        elif op == "stop":
+            self._stop_reason = self._stop_reason or "stop requested (control socket)"
+            self._commands.append(("stop", 0))
+        else:
+            return f"unknown op {op!r}"
+        if self._stopping and op != "stop":
+            return "the pool is stopping"
+        return None
 
     def _dispatch(self, now: float) -> None:
         import signal as _signal
@@ -423,7 +455,7 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             supervisor_ticks=self._ticks,
             conn=child_end,
-            close_fds=[self._lock_fd] if self._fork and self._lock_fd is not None else [],
+            close_fds=[fd for fd in (self._lock_fd, self._notify_fd) if fd is not None] if self._fork else [],
         )
         process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
         process.start()
@@ -648,6 +680,7 @@ class Supervisor:
             self.log.info("pool ready: %d workers running", self._desired)
             self._ready.set()
             self._dirty = True
+            self._notify("ready")
             if self.on_ready is not None:
                 self.on_ready()
 
@@ -694,12 +727,29 @@ class Supervisor:
         try:
             self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
         finally:
+            self._control.close()
             self.board.unlink()
             self.board.close()
         self.log.info("supervisor stopped%s", "" if not survivors else " (with survivors)")
-        if not self._ready.is_set() and self.on_failure is not None:
-            self.on_failure(self._boot_error or reason)
+        if not self._ready.is_set():
+            self._notify(f"failed: {self._boot_error or reason}")
+            if self.on_failure is not None:
+                self.on_failure(self._boot_error or reason)
         return StopResult(reason, survivors, self._boot_error)
+
+    def report_failure(self, reason: str) -> None:
+        """Tell a waiting `poolctl start` that this supervisor failed (readiness pipe)."""
+        self._notify(f"failed: {reason}")
+
+    def _notify(self, line: str) -> None:
+        if self._notify_fd is None:
+            return
+        try:
+            os.write(self._notify_fd, line.encode() + b"\n")
+            os.close(self._notify_fd)
+        except OSError:
+            pass
+        self._notify_fd = None
 
     def _flush(self, now: float, *, final: bool = False, survivors: list[Slot] | None = None) -> None:
         assert self.board is not None
@@ -712,6 +762,7 @@ class Supervisor:
             reason=self._stop_reason or None,
             final=final,
             survivors=[(s.pid, s.ticks) for s in survivors or []],
+            control=None if final else self._control.name,
         )
         runtime_file.write(self.runtime_dir, document)
         self._dirty = False

@@ -1,0 +1,95 @@
+"""The `poolctl` entry point and the one place exceptions become exit codes.
+
+Every command raises (CliError, PoolError, StatusboardError ...) or returns an
+exit code; this module maps them: one line on stderr, the traceback only with
+--debug, and click's usage errors as ONE line naming the option and value
+(exit 2) instead of a usage block or a rich panel.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+from cli.errors import ExitCode
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: never returns."""
+    sys.exit(main(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv: list[str]) -> int:
+    debug = "--debug" in argv
+    try:
+        from cli.fast import parse_status
+
+        fast = parse_status(argv)
+        if fast is not None:
+            from cli.status_cmd import status_main
+
+            return status_main(
+                str(fast["name"]),
+                fast["runtime_dir"] if isinstance(fast["runtime_dir"], str) else None,
+                as_json=bool(fast["as_json"]),
+                supervisor_timeout=float(fast["supervisor_timeout"]),  # type: ignore[arg-type]
+            )
+        return _run_typer(argv)
+    except KeyboardInterrupt:
+        _error("interrupted", debug)
+        return ExitCode.INTERRUPTED
+    except BaseException as exc:  # the boundary: everything else becomes one line
+        if isinstance(exc, SystemExit):
+            return exc.code if isinstance(exc.code, int) else ExitCode.FAILED
+        return _report(exc, debug)
+
+
+def _run_typer(argv: list[str]) -> int:
+    import typer
+    from typer.main import get_command
+
+    from cli.app import app
+
+    command = get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="poolctl", standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("poolctl: aborted\n")
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        # click's UsageError family (vendored inside typer since 0.2x): exit code 2.
+        if getattr(exc, "exit_code", None) != ExitCode.USAGE or not hasattr(exc, "format_message"):
+            raise
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:
+            sys.stdout.write(context.get_help() + "\n")
+        else:
+            sys.stderr.write(f"poolctl: error: {_one_line(exc.format_message())}\n")
+        return ExitCode.USAGE
+    return result if isinstance(result, int) else ExitCode.OK
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    from cli.errors import CliError
+
+    if isinstance(exc, CliError):
+        _error(str(exc), debug)
+        return exc.code
+    from pool.errors import PoolError
+    from statusboard.errors import StatusboardError
+
+    if isinstance(exc, PoolError | StatusboardError):
+        _error(str(exc), debug)
+        return ExitCode.FAILED
+    _error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", debug)
+    return ExitCode.FAILED
+
+
+def _error(message: str, debug: bool) -> None:
+    sys.stderr.write(f"poolctl: error: {_one_line(message)}\n")
+    if debug and sys.exc_info()[0] is not None:
+        traceback.print_exc(file=sys.stderr)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

@@ -1,0 +1,29 @@
+"""`poolctl status`: the probe, rendered. Stdlib only: this runs before typer is imported."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from statusboard.probe import DEFAULT_SUPERVISOR_TIMEOUT_S, probe
+from statusboard.runtime_dir import resolve
+
+
+def status_main(
+    name: str,
+    runtime_dir: str | None,
+    *,
+    as_json: bool = False,
+    supervisor_timeout: float = DEFAULT_SUPERVISOR_TIMEOUT_S,
+) -> int:
+    """Print the pool's status; return the LSB-style exit code (statusboard.health.StatusCode)."""
+    directory: Path = resolve(name, runtime_dir)
+    report = probe(directory, name, supervisor_timeout_s=supervisor_timeout)
+    if as_json:
+        sys.stdout.write(json.dumps(report.document) + "\n")
+    else:
+        from cli.render import status_text
+
+        sys.stdout.write(status_text(report.document) + "\n")
+    return int(report.code)

@@ -1,0 +1,155 @@
+"""The detached supervisor: launch, readiness, and the daemon's own entry point.
+
+`poolctl start` runs ``python -m pool.daemon`` in a new session (its own process
+group, no controlling terminal) with ``subprocess`` rather than forking the CLI:
+the daemon is a clean, single-threaded interpreter without typer or rich loaded,
+so its workers can fork safely and cheaply. The CLI blocks on a readiness pipe
+(s6's notification-fd idea): the daemon writes ``ready`` once every worker has
+beaten, or ``failed: <reason>`` (lock held, boot error, ...), and the pipe's EOF
+without either means the daemon died, in which case its output file says why.
+A launch that fails or times out leaves nothing running: the CLI stops the
+daemon's whole process group and verifies every pid is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pool.errors import AlreadyRunning, PoolError
+from pool.runtime_doc import spec_document
+from pool.shutdown import kill_and_confirm
+from pool.spec import PoolSpec
+from statusboard.liveness import start_ticks
+
+OUTPUT_NAME = "output.log"  # the daemon's and its workers' stdout/stderr
+
+
+@dataclass
+class LaunchResult:
+    ok: bool
+    message: str
+    pid: int
+
+
+def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
+    """Start a detached supervisor and wait until it is ready (or has failed)."""
+    ready_r, ready_w = os.pipe()
+    output = os.open(runtime_dir / OUTPUT_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pool.daemon",
+                json.dumps(spec_document(spec)),
+                str(runtime_dir),
+                str(ready_w),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            pass_fds=(ready_w,),
+            cwd=spec.cwd,
+        )
+    finally:
+        os.close(ready_w)
+        os.close(output)
+    try:
+        message = _read_readiness(ready_r, wait)
+    finally:
+        os.close(ready_r)
+    if message == "ready":
+        return LaunchResult(True, "ready", process.pid)
+    if message is None:
+        reason = f"not ready within {wait:g}s"
+    elif message.startswith("failed: "):
+        reason = message[len("failed: ") :]
+    else:
+        code = process.poll()
+        tail = _output_tail(runtime_dir)
+        reason = f"supervisor exited (code {code}) before it was ready" + (f": {tail}" if tail else "")
+    _abort(process, spec.grace)
+    return LaunchResult(False, reason, process.pid)
+
+
+def _read_readiness(fd: int, wait: float) -> str | None:
+    """The daemon's one readiness line, '' on EOF without one, None on timeout."""
+    deadline = time.monotonic() + wait
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").split("\n", 1)[0].strip()
+
+
+def _abort(process: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a daemon that failed to become ready, then verify its whole group is gone."""
+    ticks = start_ticks(process.pid)
+    if ticks is not None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace + 3)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        kill_and_confirm([(process.pid, ticks)], grace=0.1)
+
+
+def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
+    try:
+        text = (runtime_dir / OUTPUT_NAME).read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def main(argv: list[str]) -> int:
+    """Daemon entry: ``python -m pool.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
+    from pool.supervisor import Supervisor
+
+    spec_json, runtime_dir, ready = argv
+    ready_fd = int(ready)
+    try:
+        spec = PoolSpec(**json.loads(spec_json))
+        supervisor = Supervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
+    except (PoolError, ValueError, TypeError) as exc:
+        os.write(ready_fd, f"failed: {exc}\n".encode())
+        return 1
+    try:
+        result = supervisor.run(install_signals=True)
+    except AlreadyRunning as exc:
+        supervisor.report_failure(str(exc))
+        return 1
+    except Exception as exc:
+        supervisor.report_failure(f"supervisor error: {type(exc).__name__}: {exc}")
+        raise
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

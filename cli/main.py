@@ -9,7 +9,6 @@ exit code; this module maps them: one line on stderr, the traceback only with
 from __future__ import annotations
 
 import sys
-import traceback
 
 from cli.errors import ExitCode
 
@@ -88,6 +87,8 @@ def _report(exc: BaseException, debug: bool) -> int:
 def _error(message: str, debug: bool) -> None:
     sys.stderr.write(f"poolctl: error: {_one_line(message)}\n")
     if debug and sys.exc_info()[0] is not None:
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
 
 

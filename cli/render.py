@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing stays off the status path
+if TYPE_CHECKING:
+    from typing import Any
 
 _COLUMNS = (
     "SLOT",

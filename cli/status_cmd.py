@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from statusboard.probe import DEFAULT_SUPERVISOR_TIMEOUT_S, probe
-from statusboard.runtime_dir import resolve
+from statusboard.runtime_dir import resolve_str
 
 
 def status_main(
@@ -18,7 +17,7 @@ def status_main(
     supervisor_timeout: float = DEFAULT_SUPERVISOR_TIMEOUT_S,
 ) -> int:
     """Print the pool's status; return the LSB-style exit code (statusboard.health.StatusCode)."""
-    directory: Path = resolve(name, runtime_dir)
+    directory = resolve_str(name, runtime_dir)
     report = probe(directory, name, supervisor_timeout_s=supervisor_timeout)
     if as_json:
         sys.stdout.write(json.dumps(report.document) + "\n")

@@ -14,8 +14,6 @@ imports numpy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from statusboard.errors import (
     BoardClosed,
     BoardError,
@@ -30,7 +28,10 @@ from statusboard.errors import (
     StatusboardError,
 )
 
+TYPE_CHECKING = False  # typing's import is not free; this package is on the status path
 if TYPE_CHECKING:
+    from typing import Any
+
     from statusboard.reader import BoardReader, Snapshot, attach
 
 __all__ = [

@@ -30,11 +30,18 @@ import math
 import mmap
 import os
 import time
-from pathlib import Path
 
 from statusboard import layout
 from statusboard.errors import BoardClosed, BoardLayoutError, BoardMissing
 from statusboard.layout import H, R
+
+_monotonic_ns = time.monotonic_ns
+
+TYPE_CHECKING = False  # pathlib stays off the status path; see statusboard.probe
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    StrPath = str | os.PathLike[str]
 
 _SHM_DIR_ENV = "POOLCTL_SHM_DIR"
 SEGMENT_PREFIX = "poolctl-"
@@ -44,7 +51,11 @@ def shm_dir() -> Path:
     """Directory that holds board segments: $POOLCTL_SHM_DIR, else /dev/shm."""
     configured = os.environ.get(_SHM_DIR_ENV)
     if configured:
+        from pathlib import Path
+
         return Path(configured)
+    from pathlib import Path
+
     return Path("/dev/shm")
 
 
@@ -60,7 +71,7 @@ class Board:
     idempotent, and neither affects another process's mapping.
     """
 
-    def __init__(self, path: Path, mapping: mmap.mmap, capacity: int, *, writable: bool) -> None:
+    def __init__(self, path: StrPath, mapping: mmap.mmap, capacity: int, *, writable: bool) -> None:
         self.path = path
         self.capacity = capacity
         self.writable = writable
@@ -73,7 +84,7 @@ class Board:
     @classmethod
     def create(
         cls,
-        path: Path,
+        path: StrPath,
         capacity: int,
         *,
         supervisor_pid: int,
@@ -115,7 +126,7 @@ class Board:
         return board
 
     @classmethod
-    def open(cls, path: Path, *, writable: bool = False) -> Board:
+    def open(cls, path: StrPath, *, writable: bool = False) -> Board:
         """Map an existing segment, validating magic, version and size.
 
         Raises BoardMissing when the segment is gone, BoardLayoutError when it is
@@ -214,7 +225,9 @@ class Board:
         w = self.words
         base = layout.HEADER_WORDS + slot * layout.ROW_WORDS
         seq = base + R["wk_seq"]
-        w[seq] += 1
+        # Odd, not +1: a worker killed between its two increments left the counter
+        # odd, and +1/+1 would keep it odd (the row torn) for every later owner.
+        w[seq] |= 1
         w[base + R["task_id"]] = layout.NO_TASK
         w[base + R["task_started_ns"]] = 0
         w[seq] += 1
@@ -262,8 +275,17 @@ class WorkerRow:
         self._stop = base + R["stop_requested"]
 
     def beat(self, now_ns: int, progress: float | None = None) -> None:
+        """A heartbeat at an explicit time (tests and benchmarks step time)."""
         w = self._words
         w[self._hb] = now_ns
+        w[self._beats] += 1
+        if progress is not None:
+            self._floats[self._progress] = progress
+
+    def heartbeat(self, progress: float | None = None) -> None:
+        """A heartbeat now: what WorkerContext.beat is bound to (a clock read, two stores)."""
+        w = self._words
+        w[self._hb] = _monotonic_ns()
         w[self._beats] += 1
         if progress is not None:
             self._floats[self._progress] = progress

@@ -8,12 +8,14 @@ computed in a reader are ages the supervisor would compute.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
 from statusboard import layout
 from statusboard.states import WorkerState, worker_state_label
+
+TYPE_CHECKING = False  # typing's import costs more than this whole module on the status path
+if TYPE_CHECKING:
+    from typing import Any
 
 NS = 1_000_000_000
 
@@ -28,23 +30,52 @@ class StatusCode(IntEnum):
     UNKNOWN = 4
 
 
-@dataclass(frozen=True)
-class WorkerVerdict:
-    healthy: bool
-    reason: str  # empty when healthy
+class Record:
+    """A small value type: equality and repr from __slots__.
+
+    Not a dataclass: ``dataclasses`` imports ``inspect`` (~10 ms), a third of the
+    `poolctl status` budget.
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-@dataclass(frozen=True)
-class SupervisorVerdict:
-    alive: bool
-    reason: str  # why not alive; empty when alive
+class WorkerVerdict(Record):
+    __slots__ = ("healthy", "reason")
+
+    def __init__(self, healthy: bool, reason: str) -> None:
+        self.healthy = healthy
+        self.reason = reason  # empty when healthy
 
 
-@dataclass(frozen=True)
-class PoolVerdict:
-    state: str  # running | degraded | stale | stopped | stop_failed | unknown
-    code: StatusCode
-    reason: str
+class SupervisorVerdict(Record):
+    __slots__ = ("alive", "reason")
+
+    def __init__(self, alive: bool, reason: str) -> None:
+        self.alive = alive
+        self.reason = reason  # why not alive; empty when alive
+
+
+class PoolVerdict(Record):
+    __slots__ = ("code", "reason", "state")
+
+    def __init__(self, state: str, code: StatusCode, reason: str) -> None:
+        self.state = state  # running | degraded | stale | stopped | stop_failed | unknown
+        self.code = code
+        self.reason = reason
 
 
 def worker_verdict(row: dict[str, Any], now_ns: int, heartbeat_timeout_ns: int) -> WorkerVerdict:

@@ -58,9 +58,10 @@ that pins every offset will say so.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+TYPE_CHECKING = False  # numpy and typing stay off the status fast path; see numpy_dtypes()
+if TYPE_CHECKING:
+    from typing import Final
 
-if TYPE_CHECKING:  # numpy stays off the status fast path; see numpy_dtypes()
     import numpy as np
 
 MAGIC: Final = int.from_bytes(b"POOLBRD1", "little")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from pathlib import Path
 
 LOCK_NAME = "supervisor.lock"
 
@@ -51,7 +50,7 @@ def is_alive(pid: int, ticks: int | None = None) -> bool:
     return ticks is None or current == ticks
 
 
-def lock_holder_present(lock_path: Path) -> bool:
+def lock_holder_present(lock_path: str | os.PathLike[str]) -> bool:
     """True when some process holds an flock on ``lock_path``.
 
     Tested with a shared, non-blocking flock that is released at once: it never

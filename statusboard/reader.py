@@ -24,12 +24,11 @@ from statusboard import layout, liveness, runtime_file
 from statusboard.board import Board
 from statusboard.errors import BoardError, BoardMissing
 from statusboard.layout import H, R
-from statusboard.rows import read_header, worker_status
+from statusboard.rows import read_header, seq_retries, worker_status
 from statusboard.states import PoolState, WorkerState, pool_state_label
 
 _ROW_DTYPE = layout.numpy_dtypes()[1]
 _ROW_NAMES = tuple(name for name, _ in layout.ROW_FIELDS)
-_RETRIES = 1000
 _SUP_HB, _POOL_STATE = H["supervisor_heartbeat_ns"], H["pool_state"]
 _SLOTS_USED, _DESIRED, _HB_TIMEOUT = H["slots_used"], H["workers_desired"], H["heartbeat_timeout_ns"]
 _RUNNING, _EMPTY, _RUNNING_POOL = int(WorkerState.RUNNING), int(WorkerState.EMPTY), int(PoolState.RUNNING)
@@ -172,7 +171,7 @@ class BoardReader:
 
     def _reread_row(self, rows: np.ndarray, slot: int) -> bool:
         sup, wk = self._sup_seq, self._wk_seq
-        for _ in range(_RETRIES):
+        for _ in seq_retries():
             s1, w1 = int(sup[slot]), int(wk[slot])
             rows[slot] = self._records[slot]
             if (s1 | w1) & 1 == 0 and int(sup[slot]) == s1 and int(wk[slot]) == w1:

@@ -9,37 +9,61 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from statusboard import layout
 from statusboard.board import Board
-from statusboard.health import describe_exit, progress_value, worker_verdict
+from statusboard.health import Record, describe_exit, progress_value, worker_verdict
 from statusboard.layout import H, R
 from statusboard.states import worker_state_label
+
+TYPE_CHECKING = False  # keep typing off the status path
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 _HEADER = struct.Struct(layout.HEADER_STRUCT_FORMAT)
 _ROW = struct.Struct(layout.ROW_STRUCT_FORMAT)
 _HEADER_NAMES = tuple(name for name, _ in layout.HEADER_FIELDS)
 _ROW_NAMES = tuple(name for name, _ in layout.ROW_FIELDS)
-_SEQ_RETRIES = 1000  # a writer mid-update takes ~100 ns; 1000 tries is far past that
+_SEQ_SPINS = 200  # tight retries first: a running writer finishes an update in ~1 us
+_SEQ_PATIENCE_S = 0.1  # then paced retries until this deadline (see seq_retries)
 
 
-@dataclass
-class BoardView:
+class BoardView(Record):
     """A consistent copy of a board: header and rows as plain dicts."""
 
-    header: dict[str, Any]
-    rows: list[dict[str, Any]]
-    now_ns: int
-    torn_rows: int  # rows whose writer died mid-update (counter stuck odd)
+    __slots__ = ("header", "now_ns", "rows", "torn_rows")
+
+    def __init__(
+        self, header: dict[str, Any], rows: list[dict[str, Any]], now_ns: int, torn_rows: int
+    ) -> None:
+        self.header = header
+        self.rows = rows
+        self.now_ns = now_ns
+        self.torn_rows = torn_rows  # rows whose writer died mid-update (counter stuck odd)
+
+
+def seq_retries() -> Iterator[None]:
+    """Paces a seqlock reader's attempts: a tight spin, then short sleeps until a deadline.
+
+    A writer can be preempted (or its vCPU stolen) between its two counter
+    increments for a scheduler slice or more, far longer than a spin of a few
+    hundred tries; a reader that gave up then would report a live row torn. Only
+    a writer that died mid-update leaves the counter odd past the deadline.
+    """
+    for _ in range(_SEQ_SPINS):
+        yield
+    deadline = time.monotonic() + _SEQ_PATIENCE_S
+    while time.monotonic() < deadline:
+        time.sleep(0.0001)
+        yield
 
 
 def read_header(board: Board) -> dict[str, Any]:
     words = board.words
     seq_at = H["header_seq"]
     buf = board.buffer
-    for _ in range(_SEQ_RETRIES):
+    for _ in seq_retries():
         before = words[seq_at]
         values = _HEADER.unpack_from(buf, 0)
         if before & 1 == 0 and words[seq_at] == before:
@@ -55,7 +79,7 @@ def read_row(board: Board, slot: int) -> tuple[dict[str, Any], bool]:
     base = offset // layout.WORD
     sup, wk = base + R["sup_seq"], base + R["wk_seq"]
     consistent = False
-    for _ in range(_SEQ_RETRIES):
+    for _ in seq_retries():
         s1, w1 = words[sup], words[wk]
         values = _ROW.unpack_from(buf, offset)
         if (s1 | w1) & 1 == 0 and words[sup] == s1 and words[wk] == w1:
@@ -117,7 +141,10 @@ def iso_from_monotonic(mono_ns: int, now_ns: int, wall_now: float) -> str:
 
 
 def iso(wall: float) -> str:
-    """Local ISO-8601 with offset and milliseconds."""
-    from datetime import datetime
-
-    return datetime.fromtimestamp(wall).astimezone().isoformat(timespec="milliseconds")
+    """Local ISO-8601 with offset and milliseconds (time.strftime: datetime costs ~3 ms to import)."""
+    local = time.localtime(wall)
+    offset = local.tm_gmtoff
+    sign = "+" if offset >= 0 else "-"
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    millis = int(wall % 1 * 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}{sign}{hours:02d}:{minutes:02d}"

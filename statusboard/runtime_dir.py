@@ -12,9 +12,15 @@ from __future__ import annotations
 import os
 import re
 import stat
-from pathlib import Path
 
 from statusboard.errors import InvalidNameError, RuntimeDirError
+
+TYPE_CHECKING = False  # pathlib and typing stay off the status path (~10 ms of imports)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import TypeVar
+
+    StrPath = TypeVar("StrPath", str, Path)
 
 DEFAULT_NAME = "default"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -32,19 +38,26 @@ def validate_name(name: str) -> str:
 
 def resolve(name: str = DEFAULT_NAME, runtime_dir: str | os.PathLike[str] | None = None) -> Path:
     """The runtime directory for pool ``name`` (not created, not checked)."""
+    from pathlib import Path
+
+    return Path(resolve_str(name, runtime_dir))
+
+
+def resolve_str(name: str = DEFAULT_NAME, runtime_dir: str | os.PathLike[str] | None = None) -> str:
+    """resolve() as a plain string, for the status path, which does not import pathlib."""
     if runtime_dir is not None:
-        return Path(runtime_dir).expanduser().absolute()
+        return os.path.abspath(os.path.expanduser(os.fspath(runtime_dir)))
     validate_name(name)
     configured = os.environ.get("POOLCTL_RUNTIME_DIR")
     if configured:
-        return Path(configured).expanduser().absolute() / name
+        return os.path.join(os.path.abspath(os.path.expanduser(configured)), name)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
-        return Path(xdg).absolute() / "poolctl" / name
-    return Path.home() / ".local" / "state" / "poolctl" / name
+        return os.path.join(os.path.abspath(xdg), "poolctl", name)
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "poolctl", name)
 
 
-def check(path: Path) -> None:
+def check(path: str | os.PathLike[str]) -> None:
     """Raise RuntimeDirError unless ``path`` is a safe, existing runtime directory."""
     try:
         st = os.lstat(path)
@@ -65,7 +78,7 @@ def check(path: Path) -> None:
         )
 
 
-def ensure(path: Path) -> Path:
+def ensure(path: StrPath) -> StrPath:
     """Create ``path`` (mode 0700) if missing, then check it. Returns ``path``."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
 
 from statusboard.errors import (
     RuntimeFileCorrupt,
     RuntimeFileMissing,
     RuntimeFileSchemaError,
 )
+
+TYPE_CHECKING = False  # pathlib and typing stay off the status path
+if TYPE_CHECKING:
+    from typing import Any
+
+    StrPath = str | os.PathLike[str]
 
 FILE_NAME = "runtime.json"
 SCHEMA = 1
@@ -40,11 +44,11 @@ _REQUIRED_SUPERVISOR: dict[str, type | tuple[type, ...]] = {
 STATES = ("starting", "running", "stopping", "stopped", "stop_failed")
 
 
-def path_in(runtime_dir: Path) -> Path:
-    return runtime_dir / FILE_NAME
+def path_in(runtime_dir: StrPath) -> str:
+    return os.path.join(os.fspath(runtime_dir), FILE_NAME)
 
 
-def write(runtime_dir: Path, document: dict[str, Any], *, durable: bool = True) -> None:
+def write(runtime_dir: StrPath, document: dict[str, Any], *, durable: bool = True) -> None:
     """Atomically replace runtime.json with ``document`` (schema key added).
 
     ``durable=False`` skips both fsyncs (benchmarks only: atomic, not crash-safe).
@@ -77,19 +81,20 @@ def write(runtime_dir: Path, document: dict[str, Any], *, durable: bool = True) 
             os.close(dir_fd)
 
 
-def remove_stale_temps(runtime_dir: Path) -> int:
+def remove_stale_temps(runtime_dir: StrPath) -> int:
     """Delete temp files a killed writer left behind. Only the lock holder calls this."""
     removed = 0
-    for entry in runtime_dir.glob(_TMP_PREFIX + "*.tmp"):
-        try:
-            entry.unlink()
-            removed += 1
-        except FileNotFoundError:
-            pass
+    for entry in os.scandir(runtime_dir):
+        if entry.name.startswith(_TMP_PREFIX) and entry.name.endswith(".tmp"):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
     return removed
 
 
-def read(runtime_dir: Path) -> dict[str, Any]:
+def read(runtime_dir: StrPath) -> dict[str, Any]:
     """Read and validate runtime.json.
 
     Raises RuntimeFileMissing (no file), RuntimeFileCorrupt (empty, truncated,
@@ -98,7 +103,8 @@ def read(runtime_dir: Path) -> dict[str, Any]:
     """
     path = path_in(runtime_dir)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise RuntimeFileMissing(f"{path} does not exist (never started here)") from None
     except IsADirectoryError:
@@ -106,7 +112,7 @@ def read(runtime_dir: Path) -> dict[str, Any]:
     return parse(raw, path)
 
 
-def parse(raw: bytes, path: Path | str = FILE_NAME) -> dict[str, Any]:
+def parse(raw: bytes, path: StrPath = FILE_NAME) -> dict[str, Any]:
     """Validate the bytes of a runtime file (see read)."""
     if not raw.strip():
         raise RuntimeFileCorrupt(f"{path} is empty")
@@ -129,7 +135,7 @@ def parse(raw: bytes, path: Path | str = FILE_NAME) -> dict[str, Any]:
 def _check_keys(
     document: dict[str, Any],
     required: dict[str, type | tuple[type, ...]],
-    path: Path | str,
+    path: StrPath,
     prefix: str,
 ) -> None:
     for key, kind in required.items():

@@ -89,6 +89,24 @@ class Slot:
         return self.process is not None and not self.survivor
 
 
+class WorkerHooks:
+    """What an embedding program (the task pool) learns of worker lives.
+
+    Called from the supervisor thread; implementations hand the news to their
+    own thread and return at once.
+    """
+
+    def channel(self, slot: int, generation: int) -> Any:
+        """An extra Connection end for the new worker (WorkerContext.channel), or None."""
+        return None
+
+    def started(self, slot: int, generation: int, pid: int) -> None:
+        pass
+
+    def exited(self, slot: int, generation: int, pid: int, code: int) -> None:
+        pass
+
+
 @dataclass
 class StopResult:
     reason: str
@@ -117,6 +135,7 @@ class Supervisor:
         kill: Callable[[int, int], None] = os.kill,
         echo_log: bool = False,
         notify_fd: int | None = None,
+        hooks: WorkerHooks | None = None,
     ) -> None:
         self.spec = spec
         self.runtime_dir = rdir.resolve(spec.name, runtime_dir)
@@ -126,6 +145,7 @@ class Supervisor:
         # Readiness pipe of a detached supervisor (pool.daemon): one line, "ready"
         # or "failed: <reason>", then closed. Forked workers close their copy.
         self._notify_fd = notify_fd
+        self._hooks = hooks
         self._desired = spec.workers
         self._slots: list[Slot] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -135,6 +155,7 @@ class Supervisor:
         self._stop_reason = ""
         self._boot_error: str | None = None
         self._rolling: deque[int] = deque()
+        self._replacements: deque[tuple[int, int, str]] = deque()
         self._ready = threading.Event()
         self._finished = threading.Event()
         self._dirty = True
@@ -159,6 +180,14 @@ class Supervisor:
 
     def rolling_restart(self) -> None:
         self._command("rolling", 0)
+
+    def replace_worker(self, slot: int, generation: int, reason: str) -> None:
+        """SIGKILL the worker of ``slot`` if it is still ``generation``, and start a new one.
+
+        A planned replacement (a task timeout): it does not count as a crash.
+        """
+        self._replacements.append((slot, generation, reason))
+        self._command("replace", 0)
 
     def _command(self, name: str, value: int, reason: str = "") -> None:
         if name == "stop":
@@ -244,7 +273,10 @@ class Supervisor:
                 close_log(self.log)
         finally:
             lock.release()
-            for fd in (self._wake_r, self._wake_w):
+            # -1, not the stale numbers: a late command (stop() after the pool stopped
+            # itself) must fail with EBADF, not write into a file that reused the number.
+            wake_fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for fd in wake_fds:
                 try:
                     os.close(fd)
                 except OSError:
@@ -395,6 +427,8 @@ class Supervisor:
                 self._resize(max(1, self._desired - 1), now)
             elif command == "rolling":
                 self._start_rolling()
+            elif command == "replace":
+                self._replace_now()
 
     # -- workers -------------------------------------------------------------
 
@@ -418,6 +452,8 @@ class Supervisor:
             )
         for slot in self._slots:
             if slot.index < desired:
+                if slot.retire and slot.alive:
+                    slot.replace = True  # wanted again before it exited: respawn it, not a crash
                 slot.retire = False
                 if slot.state is S.EMPTY:
                     self._spawn(slot, now)
@@ -443,6 +479,9 @@ class Supervisor:
         assert self.board is not None
         board = self.board
         board.reset_worker_region(slot.index)
+        # Before the child exists: a stop flag left by the previous process (rolling
+        # restart, retire) would otherwise be read by the new one as its own stop.
+        board.set_lifecycle(slot.index, stop_requested=0)
         parent_end, child_end = self._mp.Pipe(duplex=True)
         slot.generation += 1
         args = WorkerArgs(
@@ -455,11 +494,14 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             supervisor_ticks=self._ticks,
             conn=child_end,
+            channel=self._hooks.channel(slot.index, slot.generation) if self._hooks else None,
             close_fds=[fd for fd in (self._lock_fd, self._notify_fd) if fd is not None] if self._fork else [],
         )
         process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
         process.start()
         child_end.close()
+        if args.channel is not None:
+            args.channel.close()
         slot.process, slot.conn, slot.pid = process, parent_end, process.pid
         slot.ticks = start_ticks(process.pid) or 0
         slot.started = now
@@ -475,6 +517,8 @@ class Supervisor:
             restarts=slot.restarts,
         )
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
+        if self._hooks is not None:
+            self._hooks.started(slot.index, slot.generation, slot.pid)
 
     def _set_state(self, slot: Slot, event: Event) -> None:
         slot.state = next_state(slot.state, event)
@@ -509,9 +553,11 @@ class Supervisor:
         assert self.board is not None
         self.board.set_lifecycle(slot.index, last_exit_code=code)
         how = describe_exit(code)
-        if code == -9 and (escalation is None or escalation.stage < shutdown.Stage.KILL):
+        if code == -9 and not slot.replace and (escalation is None or escalation.stage < shutdown.Stage.KILL):
             how += "; perhaps out of memory?"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
+        if self._hooks is not None:
+            self._hooks.exited(slot.index, slot.generation, slot.pid, code)
         if report is not None:
             kind, summary, detail = report
             self.log.error(
@@ -535,13 +581,16 @@ class Supervisor:
             else:
                 self._set_state(slot, Event.STOP)
             return
-        if slot.replace:
+        if slot.replace and prev is not S.STARTING:
             self._spawn(slot, now)  # rolling restart: a planned replacement, not a restart
             return
+        # From here on a crash; that includes a replacement that died before its first
+        # beat (respawning it at once, uncounted, would loop forever on broken code).
         abnormal = code != 0 or prev is S.HUNG
         if not should_restart(self.spec.restart, abnormal=abnormal):
             self._set_state(slot, Event.DONE)
             self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
+            self._replacement_failed(slot)
             return
         delay = slot.budget.record_exit(now, now - slot.started)
         if delay is None:
@@ -552,6 +601,7 @@ class Supervisor:
                 self.spec.max_restarts,
                 self.spec.restart_window,
             )
+            self._replacement_failed(slot)
             return
         slot.restarts += 1
         self.board.set_lifecycle(slot.index, restarts=slot.restarts)
@@ -648,6 +698,17 @@ class Supervisor:
             if slot.state is S.BACKOFF and slot.restart_at is not None and now >= slot.restart_at:
                 self._spawn(slot, now)
 
+    def _replace_now(self) -> None:
+        while self._replacements:
+            index, generation, reason = self._replacements.popleft()
+            if index >= len(self._slots):
+                continue
+            slot = self._slots[index]
+            if slot.alive and slot.generation == generation and not slot.retire:
+                self.log.warning("worker %d (pid %d) killed: %s; replacing it", index, slot.pid, reason)
+                slot.replace = True
+                shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
+
     def _start_rolling(self) -> None:
         if self._rolling:
             self.log.info("rolling restart already in progress")
@@ -657,14 +718,27 @@ class Supervisor:
         self._rolling.extend(s.index for s in self._slots if s.index < self._desired)
         self.log.info("rolling restart of %d workers, one at a time", len(self._rolling))
 
+    def _replacement_failed(self, slot: Slot) -> None:
+        """A replacement that will not be restarted: end its roll, keep the rest serving."""
+        if not slot.replace:
+            return
+        slot.replace = False
+        if self._rolling and self._rolling[0] == slot.index:
+            self._rolling.clear()
+            self.log.error(
+                "rolling restart stopped: the replacement of worker %d failed; "
+                "the workers not yet replaced keep running",
+                slot.index,
+            )
+
     def _advance_rolling(self, now: float) -> None:
         while self._rolling and not self._stopping:
             slot = self._slots[self._rolling[0]] if self._rolling[0] < len(self._slots) else None
+            if slot is not None and slot.replace and not slot.retire:
+                return  # being replaced (maybe in backoff after a crash): wait for its first beat
             if slot is None or slot.retire or slot.state in (S.FAILED, S.EXITED, S.BACKOFF, S.EMPTY):
                 self._rolling.popleft()
                 continue
-            if slot.replace:
-                return  # the current one is being replaced; wait for its first beat
             if slot.state is S.RUNNING and slot.escalation is None:
                 slot.replace = True
                 self._begin_escalation(slot, "rolling", now)

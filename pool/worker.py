@@ -46,6 +46,7 @@ class WorkerArgs:
     supervisor_ticks: int
     conn: Any  # multiprocess Connection: stop requests in, reports out
     close_fds: list[int] = field(default_factory=list)
+    channel: Any = None  # an extra Connection for the task pool (pool.executor), else None
 
 
 class WorkerContext:
@@ -64,6 +65,7 @@ class WorkerContext:
         self.beat = self._row.heartbeat
         self._board = board
         self._conn = args.conn
+        self.channel = args.channel
         self._stopping = False
         self._parent = os.getppid()
         self._supervisor = (args.supervisor_pid, args.supervisor_ticks)
@@ -97,6 +99,9 @@ class WorkerContext:
     def task_done(self, ok: bool = True) -> None:
         """Count one unit of work done (or failed) on the board."""
         self._row.finish_task(ok)
+
+    def supervisor_alive(self) -> bool:
+        return is_alive(*self._supervisor)
 
     def _orphaned(self) -> bool:
         if os.getppid() != self._parent:

@@ -6,6 +6,8 @@ or raise CliError / PoolError / StatusboardError.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,7 +50,11 @@ class Globals:
 
     @property
     def directory(self) -> Path:
-        return rdir.resolve(self.name, self.runtime_dir)
+        """The runtime directory; one that exists must be safe (ours, no symlink, 0700-ish)."""
+        path = rdir.resolve(self.name, self.runtime_dir)
+        if os.path.lexists(path):
+            rdir.check(path)
+        return path
 
 
 def _version(value: bool) -> None:
@@ -67,8 +73,8 @@ def _check_name(value: str) -> str:
 
 
 def _positive(value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be > 0, got {value:g}")
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value:g}")
     return value
 
 
@@ -132,7 +138,7 @@ def start(
     flush_interval: Annotated[
         float,
         typer.Option(callback=_positive, help="Seconds between runtime.json flushes (also on every change)."),
-    ] = 5.0,
+    ] = 10.0,
     start_method: Annotated[
         StartMethod, typer.Option(help="How workers start; auto = fork from the single-threaded supervisor.")
     ] = StartMethod.auto,

@@ -45,6 +45,8 @@ def parse_status(argv: list[str]) -> dict[str, object] | None:
                 if not math.isfinite(timeout) or timeout <= 0:
                     return None
                 options["supervisor_timeout"] = timeout
+            elif key == "--name" and not _valid_name(value):
+                return None  # typer reports it as a usage error (exit 2; status's 1 means "stale")
             else:
                 options[key[2:].replace("-", "_")] = value
         elif token == "--debug" and not seen_status:
@@ -57,3 +59,14 @@ def parse_status(argv: list[str]) -> dict[str, object] | None:
             return None
         i += 1
     return options if seen_status else None
+
+
+def _valid_name(name: str) -> bool:
+    from statusboard.errors import InvalidNameError
+    from statusboard.runtime_dir import validate_name
+
+    try:
+        validate_name(name)
+    except InvalidNameError:
+        return False
+    return True

@@ -63,9 +63,22 @@ def _run_typer(argv: list[str]) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:
             sys.stdout.write(context.get_help() + "\n")
         else:
-            sys.stderr.write(f"poolctl: error: {_one_line(exc.format_message())}\n")
+            sys.stderr.write(f"poolctl: error: {_one_line(exc.format_message())}{_bad_value(exc)}\n")
         return ExitCode.USAGE
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _bad_value(exc: Exception) -> str:
+    """', got VALUE' when typer's message leaves the value out (its pydantic range/type errors do)."""
+    errors = getattr(exc.__cause__, "errors", None)
+    if not callable(errors):
+        return ""
+    try:
+        value = errors()[0]["input"]
+    except Exception:
+        return ""
+    shown = repr(value)
+    return "" if shown in exc.format_message() else f", got {shown}"  # type: ignore[attr-defined]
 
 
 def _report(exc: BaseException, debug: bool) -> int:

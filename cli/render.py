@@ -34,8 +34,9 @@ def status_text(document: dict[str, Any]) -> str:
         lines.append(f"target: {document['target']}; workers desired: {document.get('workers_desired')}")
     workers = document.get("workers") or []
     if workers:
+        live = document.get("source") == "shm"
         lines.append("")
-        lines.extend(table([_worker_cells(w) for w in workers], _COLUMNS))
+        lines.extend(table([_worker_cells(w, live=live) for w in workers], _COLUMNS))
     if document.get("source") == "file" and document.get("flushed_at"):
         lines.append(f"(as last flushed at {document['flushed_at']})")
     return "\n".join(lines)
@@ -43,19 +44,21 @@ def status_text(document: dict[str, Any]) -> str:
 
 def _summary(document: dict[str, Any]) -> str:
     text = f"pool {document.get('pool')}: {document.get('state')}"
-    if document.get("reason"):
+    if document.get("reason") and document["reason"] != document.get("state"):
         text += f" - {document['reason']}"
     return text
 
 
-def _worker_cells(worker: dict[str, Any]) -> list[str]:
-    healthy = worker.get("healthy")
+def _worker_cells(worker: dict[str, Any], *, live: bool = True) -> list[str]:
+    """One table row. ``live=False`` (rows from the runtime file, not the board): health and
+    heartbeat age were true at the last flush, not now, so they are not shown as if current."""
+    healthy = worker.get("healthy") if live else None
     return [
         str(worker.get("slot")),
         str(worker.get("pid") or "-"),
         str(worker.get("state")),
         "ok" if healthy else "-" if healthy is None else "UNHEALTHY",
-        _age(worker.get("heartbeat_age_s")),
+        _age(worker.get("heartbeat_age_s") if live else None),
         str(worker.get("beats", 0)),
         str(worker.get("restarts", 0)),
         str(worker.get("last_exit") or "-"),

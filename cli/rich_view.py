@@ -38,8 +38,9 @@ def status_table(document: dict[str, Any]) -> Table:
     table = Table(title=title, caption=caption, expand=False)
     for column in _COLUMNS:
         table.add_column(column)
+    live = document.get("source") == "shm"
     for worker in document.get("workers") or []:
-        cells = _worker_cells(worker)
+        cells = _worker_cells(worker, live=live)
         style = _STATE_STYLE.get(str(worker.get("state")), "")
         cells[2] = f"[{style}]{cells[2]}[/]" if style else cells[2]
         table.add_row(*cells)

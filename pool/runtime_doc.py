@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from pathlib import Path
@@ -66,11 +67,16 @@ def runtime_document(
     }
 
 
-def spec_document(spec: PoolSpec) -> dict[str, Any]:
-    """The spec as JSON, so `restart` can start the same pool again."""
+@functools.lru_cache(maxsize=64)
+def _spec_document(spec: PoolSpec) -> tuple[tuple[str, Any], ...]:
     document = dataclasses.asdict(spec)
     document["restart"] = spec.restart.value
-    return document
+    return tuple(document.items())
+
+
+def spec_document(spec: PoolSpec) -> dict[str, Any]:
+    """The spec as JSON, so `restart` can start the same pool again (cached: every flush needs it)."""
+    return dict(_spec_document(spec))
 
 
 def cleanup_previous(runtime_dir: Path, name: str, *, grace: float) -> list[str]:

@@ -12,7 +12,7 @@ from pool.errors import SpecError
 
 MAX_WORKERS = 1024
 START_METHODS = ("auto", "fork", "forkserver", "spawn")
-_TARGET_RE = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
+_TARGET_RE = re.compile(r"^(?P<module>[^:\s]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
 class RestartPolicy(StrEnum):
@@ -43,7 +43,7 @@ class PoolSpec:
     backoff_base: float = 0.1
     backoff_cap: float = 10.0
     backoff_reset: float = 10.0
-    flush_interval: float = 5.0
+    flush_interval: float = 10.0
     start_method: str = "auto"
     cwd: str = field(default_factory=os.getcwd)
 

@@ -8,7 +8,7 @@ Data flow::
     signals / commands --wake pipe--> supervisor loop
     supervisor --atomic replace--> runtime.json ; --lines--> supervisor.log
 
-The loop blocks in exactly one place, ``multiprocess.connection.wait`` on the
+The loop blocks in exactly one place, a kept ``select.poll`` on the
 worker sentinels plus the wake pipe, with the next deadline as timeout (hang
 check, escalation step, restart delay, flush, and a 1 s supervisor heartbeat).
 After each wake it reaps exits, applies the restart policy, advances stop
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import multiprocess
-from multiprocess.connection import wait as wait_any
 
 from pool import shutdown
 from pool.budget import RestartBudget, should_restart
@@ -55,7 +55,10 @@ from statusboard.liveness import start_ticks
 from statusboard.states import PoolState
 from statusboard.states import WorkerState as S
 
-TICK_S = 1.0  # longest sleep: the supervisor heartbeat on the board is at most this old
+# Longest sleep: the supervisor heartbeat on the board is at most this old, so a
+# `status --supervisor-timeout` should be 2 s or more (the default is 5 s). Every
+# wake costs CPU; 1 s is gunicorn's arbiter tick, the idle-CPU figure to beat.
+TICK_S = 1.0
 STARTING_POLL_S = 0.005  # while a worker has not beaten yet, look for its first beat this often
 _SIGNAL_COMMANDS = {
     "SIGTERM": "stop",
@@ -148,7 +151,7 @@ class Supervisor:
         self._hooks = hooks
         self._desired = spec.workers
         self._slots: list[Slot] = []
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r = self._wake_w = -1  # made by run(): a Supervisor never run holds no fds
         self._signals: deque[int] = deque()
         self._commands: deque[tuple[str, int]] = deque()
         self._stopping = False
@@ -156,6 +159,7 @@ class Supervisor:
         self._boot_error: str | None = None
         self._rolling: deque[int] = deque()
         self._replacements: deque[tuple[int, int, str]] = deque()
+        self._poller: select.poll | None = None
         self._ready = threading.Event()
         self._finished = threading.Event()
         self._dirty = True
@@ -264,23 +268,25 @@ class Supervisor:
         self._fork = method == "fork"
         rdir.ensure(self.runtime_dir)
         lock = SupervisorLock(self.runtime_dir)
-        lock.acquire()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._commands:
+            os.write(self._wake_w, b"\0")  # commands sent before run(): see them at once
         try:
-            self.log = open_log(self.runtime_dir, echo=self._echo_log)
+            lock.acquire()
             try:
-                return self._run_locked(lock, install_signals)
+                self.log = open_log(self.runtime_dir, echo=self._echo_log)
+                try:
+                    return self._run_locked(lock, install_signals)
+                finally:
+                    close_log(self.log)
             finally:
-                close_log(self.log)
+                lock.release()
         finally:
-            lock.release()
             # -1, not the stale numbers: a late command (stop() after the pool stopped
             # itself) must fail with EBADF, not write into a file that reused the number.
             wake_fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
             for fd in wake_fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                os.close(fd)
 
     def _run_locked(self, lock: SupervisorLock, install_signals: bool) -> StopResult:
         self._lock_fd = lock.fd
@@ -328,12 +334,7 @@ class Supervisor:
         self._resize(self._desired, now)
         while not (self._stopping and not any(s.alive for s in self._slots)):
             timeout = max(0.0, self._next_deadline(now) - self._clock())
-            waitables = [
-                self._wake_r,
-                self._control.fileno(),
-                *(s.process.sentinel for s in self._slots if s.alive),
-            ]
-            ready = wait_any(waitables, timeout)
+            ready = {fd for fd, _ in self._waiter().poll(timeout * 1000)}
             now = self._clock()
             assert self.board is not None
             self.board.supervisor_beat(time.monotonic_ns())
@@ -350,6 +351,22 @@ class Supervisor:
             self._check_ready()
             if self._dirty or now >= self._next_flush:
                 self._flush(now)
+
+    def _waiter(self) -> select.poll:
+        """The poll set: wake pipe, control socket, live workers' sentinels.
+
+        Kept between wakes and rebuilt only when a worker starts or ends: building a
+        selector on every wake (multiprocess.connection.wait) costs more idle CPU than
+        everything else the loop does.
+        """
+        if self._poller is None:
+            self._poller = select.poll()
+            for fd in (self._wake_r, self._control.fileno()):
+                self._poller.register(fd, select.POLLIN)
+            for slot in self._slots:
+                if slot.alive:
+                    self._poller.register(slot.process.sentinel, select.POLLIN)
+        return self._poller
 
     def _next_deadline(self, now: float) -> float:
         deadline = min(now + TICK_S, self._next_flush)
@@ -499,6 +516,7 @@ class Supervisor:
         )
         process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
         process.start()
+        self._poller = None
         child_end.close()
         if args.channel is not None:
             args.channel.close()
@@ -547,6 +565,7 @@ class Supervisor:
         slot.conn.close()
         slot.process.close()
         slot.process = slot.conn = None
+        self._poller = None
         prev = slot.state
         escalation, slot.escalation = slot.escalation, None
         self._set_state(slot, Event.EXIT)
@@ -685,6 +704,7 @@ class Supervisor:
                 shutdown.send(self._kill, slot.pid, signum)
             elif stage is shutdown.Stage.GAVE_UP:
                 slot.survivor = True
+                self._poller = None
                 self.log.error(
                     "worker %d (pid %d) survived SIGKILL for %gs: NOT confirmed gone",
                     slot.index,

@@ -96,7 +96,13 @@ def probe(
         return _report(base, "stopped", StatusCode.NOT_RUNNING, document.get("reason") or "stopped")
     if state == "stop_failed":
         survivors = [
-            s for s in document.get("survivors", []) if liveness.is_alive(s["pid"], s.get("start_ticks"))
+            s
+            for s in document.get("survivors", [])
+            if isinstance(s, dict)
+            and isinstance(s.get("pid"), int)
+            and liveness.is_alive(
+                s["pid"], s.get("start_ticks") if isinstance(s.get("start_ticks"), int) else None
+            )
         ]
         if survivors:
             pids = ", ".join(str(s["pid"]) for s in survivors)

@@ -55,7 +55,7 @@ def write(runtime_dir: StrPath, document: dict[str, Any], *, durable: bool = Tru
     """
     import tempfile  # off the status read path (~3 ms of imports)
 
-    body = json.dumps({"schema": SCHEMA, **document}, separators=(",", ":")).encode()
+    body = json.dumps({**document, "schema": SCHEMA}, separators=(",", ":")).encode()
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=runtime_dir)
     try:
         view = memoryview(body)
@@ -118,7 +118,9 @@ def parse(raw: bytes, path: StrPath = FILE_NAME) -> dict[str, Any]:
         raise RuntimeFileCorrupt(f"{path} is empty")
     try:
         document = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, and an integer past
+        # sys.get_int_max_str_digits(); RecursionError: nesting too deep to parse.
         raise RuntimeFileCorrupt(f"{path} is truncated or not JSON ({exc})") from None
     if not isinstance(document, dict):
         raise RuntimeFileSchemaError(f"{path} holds a JSON {type(document).__name__}, not an object")
@@ -140,11 +142,11 @@ def _check_keys(
 ) -> None:
     for key, kind in required.items():
         if key not in document:
-            raise RuntimeFileSchemaError(f"{path}: missing key {prefix}{key!r}")
+            raise RuntimeFileSchemaError(f"{path}: missing key '{prefix}{key}'")
         value = document[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise RuntimeFileSchemaError(
-                f"{path}: key {prefix}{key!r} should be {_kind_name(kind)}, got {type(value).__name__}"
+                f"{path}: key '{prefix}{key}' should be {_kind_name(kind)}, got {type(value).__name__}"
             )
 
 

@@ -25,13 +25,14 @@ do not produce false alarms:
 
 Helpers are fixtures, so test modules never import this file: ``runtime_dir``,
 ``spawn`` (subprocesses always killed by pid at teardown), ``read_line``,
-``wait_until``, ``lock_holder``, ``shm_segment`` and ``write_runtime``.
+``wait_until``, ``lock_holder``, ``shm_segment``, ``write_runtime`` and ``make_running``.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,8 +47,8 @@ import psutil
 import pytest
 
 from statusboard import liveness, runtime_file
-from statusboard.board import SEGMENT_PREFIX, Board, segment_path, shm_dir
-from statusboard.states import PoolState
+from statusboard.board import SEGMENT_PREFIX, Board, WorkerRow, segment_path, shm_dir
+from statusboard.states import PoolState, WorkerState
 
 SESSION_ENV = "POOLCTL_TEST_SESSION"
 DEV_SHM = Path("/dev/shm")
@@ -233,8 +234,6 @@ def _classify_segments(segments: list[Path], session_pids: set[int]) -> tuple[li
 def _remove(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
-            import shutil
-
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink()
@@ -518,9 +517,6 @@ def write_runtime() -> Callable[..., dict[str, Any]]:
 
 def running_board(board: Board, slots: int, now_ns: int | None = None) -> None:
     """Mark the pool running with ``slots`` running workers, all beating at ``now_ns``."""
-    from statusboard.board import WorkerRow
-    from statusboard.states import WorkerState
-
     now = time.monotonic_ns() if now_ns is None else now_ns
     board.set_header(pool_state=int(PoolState.RUNNING), slots_used=slots, workers_desired=slots)
     board.supervisor_beat(now)

@@ -39,7 +39,9 @@ _monotonic_ns = time.monotonic_ns
 
 TYPE_CHECKING = False  # pathlib stays off the status path; see statusboard.probe
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+    from typing import Any
 
     StrPath = str | os.PathLike[str]
 
@@ -258,6 +260,7 @@ class WorkerRow:
         "_task",
         "_tstart",
         "_words",
+        "heartbeat",
     )
 
     def __init__(self, board: Board, slot: int) -> None:
@@ -273,19 +276,12 @@ class WorkerRow:
         self._done = base + R["tasks_done"]
         self._failed = base + R["tasks_failed"]
         self._stop = base + R["stop_requested"]
+        self.heartbeat = _heartbeat(self._words, self._floats, self._hb, self._beats, self._progress)
 
     def beat(self, now_ns: int, progress: float | None = None) -> None:
         """A heartbeat at an explicit time (tests and benchmarks step time)."""
         w = self._words
         w[self._hb] = now_ns
-        w[self._beats] += 1
-        if progress is not None:
-            self._floats[self._progress] = progress
-
-    def heartbeat(self, progress: float | None = None) -> None:
-        """A heartbeat now: what WorkerContext.beat is bound to (a clock read, two stores)."""
-        w = self._words
-        w[self._hb] = _monotonic_ns()
         w[self._beats] += 1
         if progress is not None:
             self._floats[self._progress] = progress
@@ -311,6 +307,26 @@ class WorkerRow:
     @property
     def stop_requested(self) -> bool:
         return bool(self._words[self._stop])
+
+
+def _heartbeat(words: memoryview, floats: Any, hb: int, beats: int, progress_at: int) -> Callable[..., None]:
+    """A heartbeat now: what WorkerContext.beat is bound to (a clock read, two stores).
+
+    A closure, not a method: one attribute lookup fewer per beat. The count lives
+    in the closure and is stored, not read-modified-written through the mapping
+    (+= costs ~120 ns there, a store ~50 ns); the row has this one writer.
+    """
+    count = int(words[beats])
+
+    def heartbeat(progress: float | None = None) -> None:
+        nonlocal count
+        count += 1
+        words[hb] = _monotonic_ns()
+        words[beats] = count
+        if progress is not None:
+            floats[progress_at] = progress
+
+    return heartbeat
 
 
 def _layout_problem(magic: int, version: int, capacity: int, row_bytes: int, size: int) -> str:

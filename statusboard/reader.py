@@ -23,6 +23,7 @@ import numpy as np
 from statusboard import layout, liveness, runtime_file
 from statusboard.board import Board
 from statusboard.errors import BoardError, BoardMissing
+from statusboard.health import PoolVerdict, StatusCode, pool_verdict
 from statusboard.layout import H, R
 from statusboard.rows import read_header, seq_retries, worker_status
 from statusboard.states import PoolState, WorkerState, pool_state_label
@@ -34,8 +35,9 @@ _SLOTS_USED, _DESIRED, _HB_TIMEOUT = H["slots_used"], H["workers_desired"], H["h
 _RUNNING, _EMPTY, _RUNNING_POOL = int(WorkerState.RUNNING), int(WorkerState.EMPTY), int(PoolState.RUNNING)
 # Bound ufunc methods: calling them directly skips numpy's Python-level dispatch.
 _equal, _all, _any = np.equal, np.logical_and.reduce, np.logical_or.reduce
-_min, _count = np.minimum.reduce, np.count_nonzero
+_min, _count, _or_all = np.minimum.reduce, np.count_nonzero, np.bitwise_or.reduce
 DEFAULT_SUPERVISOR_TIMEOUT_S = 5.0
+LOCK_PROBE_NS = 1_000_000  # healthy() re-probes supervisor.lock at most once per millisecond
 
 
 @dataclass
@@ -63,6 +65,35 @@ class Snapshot:
             row["slot"] = slot
             out.append(row)
         return out
+
+    def verdict(self) -> PoolVerdict:
+        """The pool verdict (health.pool_verdict) computed on the numpy columns.
+
+        Dicts and reason strings are built only for unhealthy rows, so a healthy
+        64-row pool costs a few vector operations, not 64 dicts.
+        """
+        header = self.header
+        pool_state = self.pool_state
+        if pool_state in ("stopping", "stop_failed"):
+            return pool_verdict(
+                [], workers_desired=0, pool_state=pool_state, now_ns=0, heartbeat_timeout_ns=0
+            )
+        state = self.rows["state"]
+        timeout = int(header["heartbeat_timeout_ns"])
+        healthy = (state == _RUNNING) & (self.now_ns - self.rows["heartbeat_ns"] <= timeout)
+        problems = (state != _EMPTY) & ~healthy
+        desired = int(header["workers_desired"])
+        if _count(healthy) >= desired and not _any(problems):
+            return PoolVerdict("running", StatusCode.RUNNING, "")
+        raw = self.raw_rows()
+        sick = [raw[i] for i in np.flatnonzero(problems).tolist()]
+        return pool_verdict(
+            sick + [raw[i] for i in np.flatnonzero(healthy).tolist()],
+            workers_desired=desired,
+            pool_state=pool_state,
+            now_ns=self.now_ns,
+            heartbeat_timeout_ns=timeout,
+        )
 
     def workers(self) -> list[dict[str, Any]]:
         """Every used slot as a status dict (the `status --json` worker shape), ages computed."""
@@ -93,9 +124,9 @@ class BoardReader:
         self._heartbeat = grid[:, R["heartbeat_ns"]]
         self._sup_seq = grid[:, R["sup_seq"]]
         self._wk_seq = grid[:, R["wk_seq"]]
-        self._records = np.frombuffer(
-            board.buffer, dtype=_ROW_DTYPE, count=board.capacity, offset=layout.HEADER_BYTES
-        )
+        self._all_running = np.full(board.capacity, _RUNNING, dtype="<i8").tobytes()
+        self._lock_checked_ns = -LOCK_PROBE_NS - 1
+        self._lock_held = False
         # None: no lock to check (a bare board); -1: the lock file is gone, so no
         # supervisor can hold it.
         self._lock_fd: int | None = None
@@ -110,7 +141,7 @@ class BoardReader:
         if self._lock_fd is not None and self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = None
-        for name in ("_grid", "_state", "_heartbeat", "_sup_seq", "_wk_seq", "_records"):
+        for name in ("_grid", "_state", "_heartbeat", "_sup_seq", "_wk_seq"):
             setattr(self, name, None)
         self.board.close()
 
@@ -121,9 +152,19 @@ class BoardReader:
         self.close()
 
     def supervisor_lock_held(self) -> bool:
+        """Whether the supervisor holds its lock; probed at most once per LOCK_PROBE_NS.
+
+        The probe (a refused flock) costs ~2 us, more than the rest of healthy();
+        a probe that polls 100,000 times a second still sees a dead supervisor
+        within a millisecond.
+        """
         if self._lock_fd is None:
             return True
-        return self._lock_fd >= 0 and liveness.probe_lock_fd(self._lock_fd)
+        now = time.monotonic_ns()
+        if now - self._lock_checked_ns > LOCK_PROBE_NS:
+            self._lock_held = self._lock_fd >= 0 and liveness.probe_lock_fd(self._lock_fd)
+            self._lock_checked_ns = now
+        return self._lock_held
 
     def healthy(self) -> bool:
         """True when the supervisor is live and every desired worker runs with a fresh heartbeat.
@@ -139,7 +180,8 @@ class BoardReader:
         if used < w[_DESIRED]:
             return False
         states = self._state[:used]
-        if not _all(_equal(states, _RUNNING)):
+        # Comparing bytes with a kept all-RUNNING pattern: 0.5 us, a ufunc reduce 2.5 us.
+        if states.tobytes() != self._all_running[: used * 8]:
             # Rare: a retired (EMPTY) slot below slots_used. Count what does run.
             running = _equal(states, _RUNNING)
             empty = _equal(states, _EMPTY)
@@ -155,16 +197,20 @@ class BoardReader:
         """A consistent copy of header and used rows, with ages computed at one instant."""
         header = self._read_header()
         used = min(int(header["slots_used"]), self.board.capacity)
-        sup_before = self._sup_seq[:used].copy()
-        wk_before = self._wk_seq[:used].copy()
-        rows = self._records[:used].copy()
-        torn_mask = (
-            (sup_before != self._sup_seq[:used])
-            | (wk_before != self._wk_seq[:used])
-            | ((sup_before | wk_before) & 1).astype(bool)
-        )
+        sup, wk = self._sup_seq[:used], self._wk_seq[:used]
+        sup_before, wk_before = sup.copy(), wk.copy()
+        # Copy as plain int64 words, then view as records: a structured copy goes field
+        # by field (~15 us for 64 rows), this is one memcpy (~2 us).
+        rows = self._grid[:used].copy().view(_ROW_DTYPE).reshape(used)
         torn = 0
-        if _any(torn_mask):
+        # The common case in three cheap checks (bytes compares, one reduce); the
+        # per-row mask only when some counter moved or is odd.
+        if (
+            sup_before.tobytes() != sup.tobytes()
+            or wk_before.tobytes() != wk.tobytes()
+            or _or_all(sup_before | wk_before) & 1
+        ):
+            torn_mask = (sup_before != sup) | (wk_before != wk) | ((sup_before | wk_before) & 1).astype(bool)
             for slot in np.flatnonzero(torn_mask).tolist():
                 torn += not self._reread_row(rows, slot)
         return Snapshot(header, rows, time.monotonic_ns(), time.time(), torn)
@@ -173,7 +219,7 @@ class BoardReader:
         sup, wk = self._sup_seq, self._wk_seq
         for _ in seq_retries():
             s1, w1 = int(sup[slot]), int(wk[slot])
-            rows[slot] = self._records[slot]
+            rows[slot] = self._grid[slot].view(_ROW_DTYPE)[0]
             if (s1 | w1) & 1 == 0 and int(sup[slot]) == s1 and int(wk[slot]) == w1:
                 return True
         return False

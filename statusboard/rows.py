@@ -63,11 +63,14 @@ def read_header(board: Board) -> dict[str, Any]:
     words = board.words
     seq_at = H["header_seq"]
     buf = board.buffer
-    for _ in seq_retries():
-        before = words[seq_at]
-        values = _HEADER.unpack_from(buf, 0)
-        if before & 1 == 0 and words[seq_at] == before:
-            break
+    before = words[seq_at]
+    values = _HEADER.unpack_from(buf, 0)
+    if before & 1 or words[seq_at] != before:  # rare: a header update in flight
+        for _ in seq_retries():
+            before = words[seq_at]
+            values = _HEADER.unpack_from(buf, 0)
+            if before & 1 == 0 and words[seq_at] == before:
+                break
     return dict(zip(_HEADER_NAMES, values, strict=True))
 
 

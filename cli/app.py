@@ -142,7 +142,9 @@ def start(
     start_method: Annotated[
         StartMethod, typer.Option(help="How workers start; auto = fork from the single-threaded supervisor.")
     ] = StartMethod.auto,
-    foreground: Annotated[bool, typer.Option(help="Run the supervisor in this terminal.")] = False,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run the supervisor in this terminal.")
+    ] = False,
     wait: Annotated[
         float, typer.Option(callback=_positive, help="Seconds to wait for every worker's first heartbeat.")
     ] = 30.0,

@@ -268,7 +268,9 @@ def status(
     supervisor_timeout: Annotated[
         float,
         typer.Option(
-            callback=_positive, help="A supervisor whose board heartbeat is older than this is frozen."
+            callback=_positive,
+            help="A supervisor whose board heartbeat is older than this is frozen. The supervisor "
+            "beats every second, so use 2 s or more.",
         ),
     ] = 5.0,
 ) -> int:

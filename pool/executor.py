@@ -94,12 +94,19 @@ class _Hooks(WorkerHooks):
         return child_end
 
     def started(self, slot: int, generation: int, pid: int) -> None:
-        self._post(("started", slot, generation, pid, 0))
+        self._post(("started", slot, generation, pid, 0, NO_TASK))
 
     def exited(self, slot: int, generation: int, pid: int, code: int) -> None:
-        self._post(("exited", slot, generation, pid, code))
+        # Which task it was running is read here, in the supervisor thread, before this
+        # returns: the supervisor may respawn the slot at once, and the new worker's row
+        # reset clears task_id before the dispatcher could look at it (the crashed task
+        # would then pass for one that never started and run again, retries or not).
+        pool = self._pool()
+        board = pool._supervisor.board if pool is not None else None
+        running = board.word(slot, "task_id") if board is not None else NO_TASK
+        self._post(("exited", slot, generation, pid, code, running))
 
-    def _post(self, event: tuple[str, int, int, int, int]) -> None:
+    def _post(self, event: tuple[str, int, int, int, int, int]) -> None:
         pool = self._pool()
         if pool is not None:
             pool._events.append(event)
@@ -148,7 +155,7 @@ class Pool(Executor):
         self._hooks = _Hooks(self)
         self._supervisor = Supervisor(self._spec, runtime_dir=runtime_dir, hooks=self._hooks)
         self._pending: deque[_Task] = deque()
-        self._events: deque[tuple[str, int, int, int, int]] = deque()
+        self._events: deque[tuple[str, int, int, int, int, int]] = deque()
         self._workers: dict[int, _Worker] = {}
         self._task_ids = itertools.count(1)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -278,12 +285,15 @@ class Pool(Executor):
                 events = self._poller.poll(None if timeout is None else timeout * 1000)
                 ready = {fd for fd, _ in events}
                 if self._wake_r in ready:
-                    self._wake_pending = False
                     try:
                         while os.read(self._wake_r, 4096):
                             pass
                     except BlockingIOError:
                         pass
+                    # Cleared after the drain, not before: a _wake() between the two would
+                    # have its byte drained and leave the flag set with the pipe empty, and
+                    # every later _wake() would then return without waking us (a hang).
+                    self._wake_pending = False
                 for worker in list(self._workers.values()):
                     if worker.fd in ready:
                         self._receive(worker)
@@ -305,7 +315,7 @@ class Pool(Executor):
 
     def _handle_events(self) -> None:
         while self._events:
-            kind, slot, generation, pid, code = self._events.popleft()
+            kind, slot, generation, pid, code, running_id = self._events.popleft()
             if kind == "started":
                 with self._hooks.lock:
                     conn = self._hooks.channels.pop((slot, generation), None)
@@ -315,7 +325,7 @@ class Pool(Executor):
             else:
                 dead = self._workers.get(slot)
                 if dead is not None and dead.generation == generation:
-                    self._on_death(dead, code)
+                    self._on_death(dead, code, running_id)
 
     def _receive(self, worker: _Worker) -> None:
         try:
@@ -345,14 +355,11 @@ class Pool(Executor):
         exc.__cause__ = taskwire.RemoteTraceback(remote_tb)
         future.set_exception(exc)
 
-    def _on_death(self, worker: _Worker, code: int) -> None:
+    def _on_death(self, worker: _Worker, code: int, running_id: int) -> None:
         self._receive(worker)  # replies it sent before dying still count
         del self._workers[worker.slot]
         self._forget(worker)
         worker.conn.close()
-        running_id = (
-            self._supervisor.board.word(worker.slot, "task_id") if self._supervisor.board else NO_TASK
-        )
         requeue = []
         for task in worker.inflight:
             if task.future.done():
@@ -389,33 +396,37 @@ class Pool(Executor):
                     )
 
     def _send_pending(self) -> None:
-        for worker in sorted(self._workers.values(), key=lambda w: len(w.inflight)):
-            while not worker.eof and len(worker.inflight) < PREFETCH:
-                with self._lock:
-                    if not self._pending:
-                        return
-                    task = self._pending[0]
-                    # A task with a timeout goes only to an idle worker, and nothing queues
-                    # behind one: its clock must time the task itself, and the kill that
-                    # ends it must not take another task with it.
-                    if worker.inflight and (
-                        task.timeout is not None or worker.inflight[-1].timeout is not None
-                    ):
-                        break
-                    self._pending.popleft()
-                if not task.started:
-                    if not task.future.set_running_or_notify_cancel():
-                        continue  # cancelled while it waited
-                    task.started = True
-                if task.timeout is not None:
-                    task.deadline = time.monotonic() + task.timeout
-                try:
-                    worker.conn.send_bytes(task.payload)
-                except OSError:
+        # Breadth first: every worker gets a request before any gets a second, so a burst
+        # of submits does not queue behind one worker (its prefetch) while another idles.
+        workers = sorted(self._workers.values(), key=lambda w: len(w.inflight))
+        for depth in range(1, PREFETCH + 1):
+            for worker in workers:
+                while not worker.eof and len(worker.inflight) < depth:
                     with self._lock:
-                        self._pending.appendleft(task)
-                    break
-                worker.inflight.append(task)
+                        if not self._pending:
+                            return
+                        task = self._pending[0]
+                        # A task with a timeout goes only to an idle worker, and nothing queues
+                        # behind one: its clock must time the task itself, and the kill that
+                        # ends it must not take another task with it.
+                        if worker.inflight and (
+                            task.timeout is not None or worker.inflight[-1].timeout is not None
+                        ):
+                            break
+                        self._pending.popleft()
+                    if not task.started:
+                        if not task.future.set_running_or_notify_cancel():
+                            continue  # cancelled while it waited
+                        task.started = True
+                    if task.timeout is not None:
+                        task.deadline = time.monotonic() + task.timeout
+                    try:
+                        worker.conn.send_bytes(task.payload)
+                    except OSError:
+                        with self._lock:
+                            self._pending.appendleft(task)
+                        break
+                    worker.inflight.append(task)
 
     def _close(self) -> None:
         """Stop the supervisor (verified), fail whatever could not run, release everything."""

@@ -86,6 +86,7 @@ class Slot:
     retire: bool = False  # scale-down: empty the slot when it exits
     replace: bool = False  # rolling restart: respawn at once when it exits
     survivor: bool = False  # did not die after SIGKILL
+    last_error: str = ""  # the last exception summary its worker reported
 
     @property
     def alive(self) -> bool:
@@ -579,6 +580,7 @@ class Supervisor:
             self._hooks.exited(slot.index, slot.generation, slot.pid, code)
         if report is not None:
             kind, summary, detail = report
+            slot.last_error = summary
             self.log.error(
                 "worker %d (pid %d) %s: %s\n%s",
                 slot.index,
@@ -609,7 +611,7 @@ class Supervisor:
         if not should_restart(self.spec.restart, abnormal=abnormal):
             self._set_state(slot, Event.DONE)
             self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
-            self._replacement_failed(slot)
+            self._slot_given_up(slot)
             return
         delay = slot.budget.record_exit(now, now - slot.started)
         if delay is None:
@@ -620,7 +622,7 @@ class Supervisor:
                 self.spec.max_restarts,
                 self.spec.restart_window,
             )
-            self._replacement_failed(slot)
+            self._slot_given_up(slot)
             return
         slot.restarts += 1
         self.board.set_lifecycle(slot.index, restarts=slot.restarts)
@@ -738,8 +740,18 @@ class Supervisor:
         self._rolling.extend(s.index for s in self._slots if s.index < self._desired)
         self.log.info("rolling restart of %d workers, one at a time", len(self._rolling))
 
-    def _replacement_failed(self, slot: Slot) -> None:
-        """A replacement that will not be restarted: end its roll, keep the rest serving."""
+    def _slot_given_up(self, slot: Slot) -> None:
+        """A slot that will not be restarted.
+
+        One that FAILED (crash loop) before the pool was ever ready means it never will
+        be: a waiting `poolctl start` hears so at once, with the worker's last error,
+        instead of waiting out --wait (it then stops this supervisor). Embedded, the
+        pool stays up, degraded, as the restart policy says. After a rolling restart's
+        replacement: end the roll, keep the rest serving.
+        """
+        if not self._ready.is_set() and slot.state is S.FAILED and slot.index < self._desired:
+            why = f": {slot.last_error}" if slot.last_error else ""
+            self._notify(f"failed: worker {slot.index} failed before the pool was ready{why}")
         if not slot.replace:
             return
         slot.replace = False

@@ -8,11 +8,13 @@ which of the requests it sent was running when the worker died.
 
 A thread beats while the main thread runs a task, so a long task is not taken
 for a hang; a task that holds the GIL (or a frozen process) stops the beats and
-is replaced as hung, as it should be.
+is replaced as hung, as it should be. The same thread ends the worker when the
+supervisor dies mid-task (the forkserver case gets no parent-death signal).
 """
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import threading
@@ -23,6 +25,8 @@ from typing import Any
 from pool import taskwire
 
 _IDLE_POLL_S = 1.0
+_ORPHAN_EXIT_GRACE_S = 1.0  # an orphan's task gets this long to take its SIGTERM
+_DEATH_SETTLE_S = 0.5  # after an unrequested SIGTERM, how long a dying supervisor may look alive
 _terminating = threading.Event()
 
 
@@ -65,7 +69,7 @@ def serve(ctx: Any) -> None:
             del reply
     finally:
         stop_beating.set()
-        if not ctx.supervisor_alive():
+        if _supervisor_gone(ctx):
             # The caller (and its supervisor thread) died: nobody else will remove the board.
             ctx._board.unlink()
 
@@ -90,9 +94,47 @@ def _run(request: bytes, row: Any) -> tuple[bytes, bool]:
         return taskwire.raised_reply(task_id, error, traceback.format_exc()), False
 
 
+def _supervisor_gone(ctx: Any) -> bool:
+    """True when the supervisor is dead (so nobody else will remove the board).
+
+    A SIGTERM that came without a stop request is most likely the parent-death
+    signal, which the kernel sends while the dying supervisor may still show in
+    /proc (as soon as the thread that forked us exits): give its death a moment
+    to show before deciding that it lives.
+    """
+    if not ctx.supervisor_alive():
+        return True
+    if not _terminating.is_set() or ctx.stopping:
+        return False
+    deadline = time.monotonic() + _DEATH_SETTLE_S
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        if not ctx.supervisor_alive():
+            return True
+    return False
+
+
 def _beat(ctx: Any, stop: threading.Event, interval: float) -> None:
     while not stop.wait(interval):
         ctx.beat()
+        if not ctx.supervisor_alive():
+            _end_orphan(ctx, stop)
+            return
+
+
+def _end_orphan(ctx: Any, stop: threading.Event) -> None:
+    """The supervisor died while the main thread runs a task: end this worker.
+
+    Under forkserver no parent-death signal comes: our parent is the forkserver,
+    which lives as long as any of its children holds its "alive" fd, and we do.
+    So: remove the board (nobody else will), SIGTERM the main thread (a signal to
+    the process could land in this thread and leave the task's sleep or read
+    uninterrupted), and exit outright if the task does not let it act in time.
+    """
+    ctx._board.unlink()
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
+    if not stop.wait(_ORPHAN_EXIT_GRACE_S):
+        os._exit(1)
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -100,6 +142,11 @@ def _exit_cleanly_on_sigterm() -> None:
     supervisor (the caller was SIGKILLed) has nobody else to remove the board."""
 
     def on_term(signum: int, frame: object) -> None:
+        if _terminating.is_set():
+            # Already on the way out. The parent-death signal comes once per reparenting
+            # (the supervisor thread, then its process): a second SystemExit would abort
+            # the cleanup in serve()'s finally, leaving the board behind.
+            return
         _terminating.set()
         raise SystemExit(0)
 

@@ -30,7 +30,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import multiprocess
@@ -43,6 +42,7 @@ from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
 from pool.runtime_doc import cleanup_previous, runtime_document
 from pool.signals import queued_signals
+from pool.slot import Slot, StopResult, WorkerHooks
 from pool.spec import MAX_WORKERS, PoolSpec
 from pool.state import Event, next_state
 from pool.worker import BOOT_ERROR_EXIT, WorkerArgs, worker_main
@@ -67,59 +67,6 @@ _SIGNAL_COMMANDS = {
     "SIGTTIN": "more",
     "SIGTTOU": "fewer",
 }
-
-
-@dataclass
-class Slot:
-    index: int
-    budget: RestartBudget
-    state: S = S.EMPTY
-    process: Any = None
-    conn: Any = None
-    pid: int = 0
-    ticks: int = 0
-    generation: int = 0
-    started: float = 0.0
-    restarts: int = 0
-    restart_at: float | None = None
-    escalation: shutdown.Escalation | None = None
-    retire: bool = False  # scale-down: empty the slot when it exits
-    replace: bool = False  # rolling restart: respawn at once when it exits
-    survivor: bool = False  # did not die after SIGKILL
-    last_error: str = ""  # the last exception summary its worker reported
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and not self.survivor
-
-
-class WorkerHooks:
-    """What an embedding program (the task pool) learns of worker lives.
-
-    Called from the supervisor thread; implementations hand the news to their
-    own thread and return at once.
-    """
-
-    def channel(self, slot: int, generation: int) -> Any:
-        """An extra Connection end for the new worker (WorkerContext.channel), or None."""
-        return None
-
-    def started(self, slot: int, generation: int, pid: int) -> None:
-        pass
-
-    def exited(self, slot: int, generation: int, pid: int, code: int) -> None:
-        pass
-
-
-@dataclass
-class StopResult:
-    reason: str
-    survivors: list[int] = field(default_factory=list)
-    boot_error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.survivors and self.boot_error is None
 
 
 class Supervisor:

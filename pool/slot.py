@@ -1,0 +1,66 @@
+"""One worker slot as the supervisor sees it, the result of a run, and the hooks an
+embedding program (the task pool) gets. Plain data; the supervisor moves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pool import shutdown
+from pool.budget import RestartBudget
+from statusboard.states import WorkerState as S
+
+__all__ = ["Slot", "StopResult", "WorkerHooks"]
+
+
+@dataclass
+class Slot:
+    index: int
+    budget: RestartBudget
+    state: S = S.EMPTY
+    process: Any = None
+    conn: Any = None
+    pid: int = 0
+    ticks: int = 0
+    generation: int = 0
+    started: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    escalation: shutdown.Escalation | None = None
+    retire: bool = False  # scale-down: empty the slot when it exits
+    replace: bool = False  # rolling restart: respawn at once when it exits
+    survivor: bool = False  # did not die after SIGKILL
+    last_error: str = ""  # the last exception summary its worker reported
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and not self.survivor
+
+
+class WorkerHooks:
+    """What an embedding program (the task pool) learns of worker lives.
+
+    Called from the supervisor thread; implementations hand the news to their
+    own thread and return at once.
+    """
+
+    def channel(self, slot: int, generation: int) -> Any:
+        """An extra Connection end for the new worker (WorkerContext.channel), or None."""
+        return None
+
+    def started(self, slot: int, generation: int, pid: int) -> None:
+        pass
+
+    def exited(self, slot: int, generation: int, pid: int, code: int) -> None:
+        pass
+
+
+@dataclass
+class StopResult:
+    reason: str
+    survivors: list[int] = field(default_factory=list)
+    boot_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.survivors and self.boot_error is None

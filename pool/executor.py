@@ -39,8 +39,9 @@ from typing import Any
 
 from pool import taskwire
 from pool.errors import WorkerCrashed
+from pool.slot import WorkerHooks
 from pool.spec import PoolSpec
-from pool.supervisor import Supervisor, WorkerHooks
+from pool.supervisor import Supervisor
 from statusboard.health import describe_exit
 from statusboard.layout import NO_TASK
 

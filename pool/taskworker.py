@@ -23,6 +23,7 @@ import traceback
 from typing import Any
 
 from pool import taskwire
+from statusboard.states import WorkerState
 
 _IDLE_POLL_S = 1.0
 _ORPHAN_EXIT_GRACE_S = 1.0  # an orphan's task gets this long to take its SIGTERM
@@ -97,15 +98,15 @@ def _run(request: bytes, row: Any) -> tuple[bytes, bool]:
 def _supervisor_gone(ctx: Any) -> bool:
     """True when the supervisor is dead (so nobody else will remove the board).
 
-    A SIGTERM that came without a stop request is most likely the parent-death
-    signal, which the kernel sends while the dying supervisor may still show in
-    /proc (as soon as the thread that forked us exits): give its death a moment
-    to show before deciding that it lives.
+    A SIGTERM that came without a stop request or a hang verdict is most likely
+    the parent-death signal, which the kernel sends while the dying supervisor
+    may still show in /proc (as soon as the thread that forked us exits): give
+    its death a moment to show before deciding that it lives.
     """
     if not ctx.supervisor_alive():
         return True
-    if not _terminating.is_set() or ctx.stopping:
-        return False
+    if not _terminating.is_set() or ctx.stopping or ctx._board.word(ctx.slot, "state") == WorkerState.HUNG:
+        return False  # the live supervisor's own SIGTERM: a stop, or a hang kill
     deadline = time.monotonic() + _DEATH_SETTLE_S
     while time.monotonic() < deadline:
         time.sleep(0.01)

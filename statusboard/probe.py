@@ -79,6 +79,7 @@ def probe(
 
     sup = document["supervisor"]
     base.update(
+        pool=document["pool"],  # the pool's own name: --runtime-dir alone does not say it
         target=document.get("target"),
         workers_desired=document["workers_desired"],
         flushed_at=document.get("flushed_at"),

@@ -216,6 +216,7 @@ def live_pool(
     write_runtime(
         runtime_dir,
         board,
+        pool="live",
         target="app:work",
         workers_desired=3,
         supervisor={"started_at": "2026-11-24T14:00:00.000+00:00", "started_wall": time.time() - 12.5},

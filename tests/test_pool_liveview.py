@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ import statusboard
 from pool import Pool
 
 pytestmark = pytest.mark.timeout(60)
-POOLCTL = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "poolctl"
+POOLCTL = Path(sys.executable).with_name("poolctl")  # the console script of the venv running the tests
 
 
 @pytest.fixture

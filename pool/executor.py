@@ -42,9 +42,10 @@ from pool.errors import WorkerCrashed
 from pool.slot import WorkerHooks
 from pool.spec import PoolSpec
 from pool.supervisor import Supervisor
-from statusboard.health import describe_exit
 from statusboard.layout import NO_TASK
 
+# (kind, slot, generation, pid, task running at death, how it ended)
+_Event = tuple[str, int, int, int, int, str]
 PREFETCH = 2  # requests in flight per worker: one running, one waiting in its pipe
 _ids = itertools.count()
 
@@ -95,9 +96,9 @@ class _Hooks(WorkerHooks):
         return child_end
 
     def started(self, slot: int, generation: int, pid: int) -> None:
-        self._post(("started", slot, generation, pid, 0, NO_TASK))
+        self._post(("started", slot, generation, pid, NO_TASK, ""))
 
-    def exited(self, slot: int, generation: int, pid: int, code: int) -> None:
+    def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
         # Which task it was running is read here, in the supervisor thread, before this
         # returns: the supervisor may respawn the slot at once, and the new worker's row
         # reset clears task_id before the dispatcher could look at it (the crashed task
@@ -105,9 +106,9 @@ class _Hooks(WorkerHooks):
         pool = self._pool()
         board = pool._supervisor.board if pool is not None else None
         running = board.word(slot, "task_id") if board is not None else NO_TASK
-        self._post(("exited", slot, generation, pid, code, running))
+        self._post(("exited", slot, generation, pid, running, how))
 
-    def _post(self, event: tuple[str, int, int, int, int, int]) -> None:
+    def _post(self, event: _Event) -> None:
         pool = self._pool()
         if pool is not None:
             pool._events.append(event)
@@ -156,7 +157,7 @@ class Pool(Executor):
         self._hooks = _Hooks(self)
         self._supervisor = Supervisor(self._spec, runtime_dir=runtime_dir, hooks=self._hooks)
         self._pending: deque[_Task] = deque()
-        self._events: deque[tuple[str, int, int, int, int, int]] = deque()
+        self._events: deque[_Event] = deque()
         self._workers: dict[int, _Worker] = {}
         self._task_ids = itertools.count(1)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -316,7 +317,7 @@ class Pool(Executor):
 
     def _handle_events(self) -> None:
         while self._events:
-            kind, slot, generation, pid, code, running_id = self._events.popleft()
+            kind, slot, generation, pid, running_id, how = self._events.popleft()
             if kind == "started":
                 with self._hooks.lock:
                     conn = self._hooks.channels.pop((slot, generation), None)
@@ -326,7 +327,7 @@ class Pool(Executor):
             else:
                 dead = self._workers.get(slot)
                 if dead is not None and dead.generation == generation:
-                    self._on_death(dead, code, running_id)
+                    self._on_death(dead, running_id, how)
 
     def _receive(self, worker: _Worker) -> None:
         try:
@@ -356,7 +357,7 @@ class Pool(Executor):
         exc.__cause__ = taskwire.RemoteTraceback(remote_tb)
         future.set_exception(exc)
 
-    def _on_death(self, worker: _Worker, code: int, running_id: int) -> None:
+    def _on_death(self, worker: _Worker, running_id: int, how: str) -> None:
         self._receive(worker)  # replies it sent before dying still count
         del self._workers[worker.slot]
         self._forget(worker)
@@ -372,11 +373,9 @@ class Pool(Executor):
                 task.deadline = None
                 requeue.append(task)
             else:
-                how = describe_exit(code)
-                hint = "; perhaps out of memory?" if code == -9 else ""
                 task.future.set_exception(
                     WorkerCrashed(
-                        f"worker {worker.slot} (pid {worker.pid}) died running task {task.id}: {how}{hint}"
+                        f"worker {worker.slot} (pid {worker.pid}) died running task {task.id}: {how}"
                     )
                 )
         with self._lock:

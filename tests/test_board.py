@@ -482,3 +482,39 @@ def test_supervisor_timeout_is_the_readers_choice(healthy_pool: tuple[Board, Pat
         assert reader.healthy() is True
     with statusboard.attach(directory, supervisor_timeout_s=1.0) as reader:
         assert reader.healthy() is False
+
+
+@pytest.mark.parametrize("case", ["healthy", "one_hung", "one_starting", "one_short", "stopping"])
+def test_snapshot_verdict_agrees_with_the_dict_verdict(
+    shm_segment: Callable[..., Board], make_running: Callable[..., None], case: str
+) -> None:
+    """Snapshot.verdict() (numpy columns) must say what health.pool_verdict says over dicts."""
+    from statusboard.health import pool_verdict
+
+    board = shm_segment(capacity=8, heartbeat_timeout_ns=1_000_000_000)
+    make_running(board, 4)
+    now = time.monotonic_ns()
+    if case == "one_hung":
+        WorkerRow(board, 2).beat(now - 5_000_000_000)
+    elif case == "one_starting":
+        board.set_lifecycle(1, state=WorkerState.STARTING)
+    elif case == "one_short":
+        board.set_header(workers_desired=5)
+    elif case == "stopping":
+        board.set_header(pool_state=PoolState.STOPPING)
+    with BoardReader(Board.open(board.path), None) as reader:
+        snap = reader.snapshot()
+        fast = snap.verdict()
+        slow = pool_verdict(
+            snap.raw_rows(),
+            workers_desired=int(snap.header["workers_desired"]),
+            pool_state=snap.pool_state,
+            now_ns=snap.now_ns,
+            heartbeat_timeout_ns=int(snap.header["heartbeat_timeout_ns"]),
+        )
+    assert (fast.state, fast.code) == (slow.state, slow.code)
+    assert (fast.state == "running") == (case == "healthy")
+    if case == "one_hung":
+        assert "worker 2" in fast.reason and "no heartbeat" in fast.reason
+    if case == "one_starting":
+        assert "worker 1" in fast.reason and "starting" in fast.reason

@@ -59,7 +59,7 @@ from statusboard.states import WorkerState as S
 # `status --supervisor-timeout` should be 2 s or more (the default is 5 s). Every
 # wake costs CPU; 1 s is gunicorn's arbiter tick, the idle-CPU figure to beat.
 TICK_S = 1.0
-STARTING_POLL_S = 0.005  # while a worker has not beaten yet, look for its first beat this often
+STARTING_POLL_S = 0.001  # while a worker has not beaten yet, look for its first beat this often (boot only)
 _SIGNAL_COMMANDS = {
     "SIGTERM": "stop",
     "SIGINT": "stop",

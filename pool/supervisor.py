@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import threading
 import time
 from collections import deque
@@ -117,8 +118,6 @@ class Supervisor:
         self._setup_error: BaseException | None = None
         self.log: logging.Logger = logging.getLogger("poolctl.unstarted")
         self.board: Board | None = None
-        self.on_ready: Callable[[], None] | None = None
-        self.on_failure: Callable[[str], None] | None = None
 
     # -- commands, safe from any thread ------------------------------------
 
@@ -363,11 +362,9 @@ class Supervisor:
         return None
 
     def _dispatch(self, now: float) -> None:
-        import signal as _signal
-
         while self._signals:
             signum = self._signals.popleft()
-            name = _signal.Signals(signum).name
+            name = signal.Signals(signum).name
             command = _SIGNAL_COMMANDS[name]
             self.log.info(
                 "received %s: %s",
@@ -740,8 +737,6 @@ class Supervisor:
             self._ready.set()
             self._dirty = True
             self._notify("ready")
-            if self.on_ready is not None:
-                self.on_ready()
 
     # -- stopping --------------------------------------------------------------
 
@@ -792,8 +787,6 @@ class Supervisor:
         self.log.info("supervisor stopped%s", "" if not survivors else " (with survivors)")
         if not self._ready.is_set():
             self._notify(f"failed: {self._boot_error or reason}")
-            if self.on_failure is not None:
-                self.on_failure(self._boot_error or reason)
         return StopResult(reason, survivors, self._boot_error)
 
     def report_failure(self, reason: str) -> None:

@@ -241,6 +241,11 @@ class Board:
         """One int64 field of one row (a single atomic load)."""
         return int(self.words[layout.HEADER_WORDS + slot * layout.ROW_WORDS + R[name]])
 
+    @property
+    def owner(self) -> tuple[int, int]:
+        """(supervisor pid, its start ticks): the instance this board belongs to."""
+        return self.header_word("supervisor_pid"), self.header_word("supervisor_start_ticks")
+
     def header_word(self, name: str) -> int:
         return int(self.words[H[name]])
 

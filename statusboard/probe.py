@@ -128,10 +128,7 @@ def _probe_live(
     if identity_ok and lock_held and document.get("board"):
         try:
             board = Board.open(str(document["board"]))
-            if (board.header_word("supervisor_pid"), board.header_word("supervisor_start_ticks")) != (
-                pid,
-                ticks,
-            ):
+            if board.owner != (pid, ticks):
                 board_problem = "the board belongs to another supervisor"
                 board.close()
                 board = None

@@ -247,7 +247,7 @@ def attach(
         raise BoardMissing(f"pool {document['pool']!r} has no board ({document['state']})")
     board = Board.open(Path(board_path))
     sup = document["supervisor"]
-    pid, ticks = board.header_word("supervisor_pid"), board.header_word("supervisor_start_ticks")
+    pid, ticks = board.owner
     if (pid, ticks) != (sup["pid"], sup["start_ticks"]):
         board.close()
         raise BoardError(

@@ -72,6 +72,32 @@ def _check_name(value: str) -> str:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from pool.errors import SpecError
+    from pool.spec import parse_size
+
+    try:
+        size = parse_size(value)
+    except SpecError:
+        raise typer.BadParameter(f"expected a size such as 512M or 2G, got {value!r}") from None
+    if size < 1 << 20:
+        raise typer.BadParameter(f"must be at least 1M, got {value!r}")
+    return size
+
+
+def _not_negative(value: float | None) -> float | None:
+    if value is not None and not (value >= 0 and math.isfinite(value)):
+        raise typer.BadParameter(f"must be a finite number >= 0, got {value:g}")
+    return value
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
 def _positive(value: float | None) -> float | None:
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise typer.BadParameter(f"must be a finite number > 0, got {value:g}")
@@ -148,6 +174,45 @@ def start(
     wait: Annotated[
         float, typer.Option(callback=_positive, help="Seconds to wait for every worker's first heartbeat.")
     ] = 30.0,
+    max_rss: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE",
+            help="Recycle a worker whose resident memory passes this (512M, 2G): "
+            "a graceful replacement, not a crash.",
+        ),
+    ] = None,
+    max_age: Annotated[
+        float | None,
+        typer.Option(callback=_positive, help="Recycle a worker after this many seconds (plus jitter)."),
+    ] = None,
+    max_age_jitter: Annotated[
+        float | None,
+        typer.Option(
+            callback=_not_negative,
+            help="Up to this many seconds added at random to each worker's --max-age "
+            "(default: a tenth of it), so workers do not all recycle at once.",
+        ),
+    ] = None,
+    rss_interval: Annotated[
+        float,
+        typer.Option(
+            callback=_not_negative,
+            help="Seconds between samples of each worker's memory (RSS, from /proc); 0 = off.",
+        ),
+    ] = 1.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics from the supervisor.",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(help="supervisor.log lines: text, or json (one object per line, for log shippers)."),
+    ] = LogFormat.text,
 ) -> int:
     """Start a pool; return once every worker has sent its first heartbeat."""
     from pool.spec import PoolSpec, RestartPolicy
@@ -164,6 +229,12 @@ def start(
         restart_window=restart_window,
         flush_interval=flush_interval,
         start_method=start_method.value,
+        max_rss=_size(max_rss),
+        max_age=max_age,
+        max_age_jitter=max_age_jitter,
+        rss_interval=rss_interval,
+        metrics_port=metrics_port,
+        log_format=log_format.value,
     )
     return _start(g, spec, foreground=foreground, wait=wait)
 
@@ -180,7 +251,9 @@ def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
         return ExitCode.OK
     if foreground:
         from pool.supervisor import Supervisor
+        from pool.titles import set_title, supervisor_title
 
+        set_title(supervisor_title(spec.name))
         result = Supervisor(spec, runtime_dir=directory, echo_log=True).run()
         if not result.ok:
             raise CliError(result.boot_error or f"stop failed: survivors {result.survivors}")

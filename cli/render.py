@@ -14,6 +14,8 @@ _COLUMNS = (
     "HEARTBEAT",
     "BEATS",
     "RESTARTS",
+    "RECYCLED",
+    "RSS",
     "LAST EXIT",
     "TASK",
     "TASK AGE",
@@ -61,6 +63,8 @@ def _worker_cells(worker: dict[str, Any], *, live: bool = True) -> list[str]:
         _age(worker.get("heartbeat_age_s") if live else None),
         str(worker.get("beats", 0)),
         str(worker.get("restarts", 0)),
+        str(worker.get("recycled") or 0),
+        size(worker.get("rss_bytes")),
         str(worker.get("last_exit") or "-"),
         str(worker["task"]) if worker.get("task") is not None else "-",
         _age(worker.get("task_age_s")),
@@ -74,6 +78,18 @@ def table(rows: list[list[str]], headers: tuple[str, ...]) -> list[str]:
     for cells in (list(headers), *rows):
         out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return out
+
+
+def size(count: int | None) -> str:
+    """Bytes as ps-style binary units: 512M, 1.5G; "-" when not sampled."""
+    if not count:
+        return "-"
+    value, unit = float(count), "B"
+    for bigger in ("K", "M", "G", "T"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f}{unit}" if value >= 100 or unit == "B" else f"{value:.1f}{unit}"
 
 
 def _age(seconds: float | None) -> str:

@@ -27,6 +27,7 @@ from pool.errors import AlreadyRunning, PoolError
 from pool.runtime_doc import spec_document
 from pool.shutdown import kill_and_confirm
 from pool.spec import PoolSpec
+from pool.titles import set_title, supervisor_title
 from statusboard.liveness import start_ticks
 
 OUTPUT_NAME = "output.log"  # the daemon's and its workers' stdout/stderr
@@ -140,6 +141,7 @@ def main(argv: list[str]) -> int:
     except (PoolError, ValueError, TypeError) as exc:
         os.write(ready_fd, f"failed: {exc}\n".encode())
         return 1
+    set_title(supervisor_title(spec.name))
     try:
         result = supervisor.run(install_signals=True)
     except AlreadyRunning as exc:

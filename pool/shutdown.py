@@ -40,7 +40,7 @@ class Escalation:
     started: float
     next_at: float
     grace: float
-    why: str  # "stop", "hang", "retire", "rolling"
+    why: str  # "stop", "hang", "retire", "rolling", "recycle"
 
 
 def begin(why: str, now: float, grace: float) -> Escalation:

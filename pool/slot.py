@@ -28,7 +28,12 @@ class Slot:
     restart_at: float | None = None
     escalation: shutdown.Escalation | None = None
     retire: bool = False  # scale-down: empty the slot when it exits
-    replace: bool = False  # rolling restart: respawn at once when it exits
+    replace: bool = False  # planned replacement (rolling, recycle, task timeout): respawn at once on exit
+    draining: bool = False  # recycle: waiting for the embedder to finish its work (WorkerHooks.recycle)
+    recycle_queued: bool = False  # this process is in the recycle queue
+    recycle_at: float | None = None  # max_age: when this process is due for recycling
+    recycled: int = 0  # planned replacements for a limit (not crashes: restarts counts those)
+    rss: int = 0  # last sampled resident set size, bytes
     survivor: bool = False  # did not die after SIGKILL
     last_error: str = ""  # the last exception summary its worker reported
 
@@ -54,6 +59,12 @@ class WorkerHooks:
     def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
         """``how``: why it ended, for messages ("signal SIGKILL; perhaps out of memory?")."""
         pass
+
+    def recycle(self, slot: int, generation: int, reason: str) -> bool:
+        """The supervisor is about to recycle this worker. Return True to finish its
+        work first and call ``Supervisor.release_worker`` when done; False (the
+        default) lets the supervisor stop it at once (stop flag, grace, escalation)."""
+        return False
 
 
 @dataclass

@@ -12,6 +12,9 @@ from pool.errors import SpecError
 
 MAX_WORKERS = 1024
 START_METHODS = ("auto", "fork", "forkserver", "spawn")
+LOG_FORMATS = ("text", "json")
+_SIZE_RE = re.compile(r"^\s*(?P<number>\d+(\.\d+)?)\s*(?P<unit>[KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _TARGET_RE = re.compile(r"^(?P<module>[^:\s]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
@@ -30,6 +33,13 @@ class PoolSpec:
     ``start_method`` "auto" means fork when the supervisor loop runs in a
     single-threaded process (1.5 ms per worker here; forking with other threads
     alive can copy a held lock into the child) and forkserver otherwise.
+
+    Recycling (a planned replacement, never counted as a crash): ``max_rss`` bytes,
+    checked every ``rss_interval`` (0 turns RSS sampling off), and ``max_age``
+    seconds plus a random ``max_age_jitter`` (default a tenth of ``max_age``) so a
+    pool started at once does not recycle at once. ``metrics_port`` serves
+    Prometheus /metrics from the supervisor loop; ``log_format`` "json" writes the
+    supervisor log as one JSON object per line.
     """
 
     target: str
@@ -46,6 +56,12 @@ class PoolSpec:
     flush_interval: float = 10.0
     start_method: str = "auto"
     cwd: str = field(default_factory=os.getcwd)
+    max_rss: int | None = None
+    max_age: float | None = None
+    max_age_jitter: float | None = None
+    rss_interval: float = 1.0
+    metrics_port: int | None = None
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if isinstance(self.restart, str) and not isinstance(self.restart, RestartPolicy):
@@ -70,6 +86,38 @@ class PoolSpec:
             _check_positive(name, getattr(self, name))
         if self.start_method not in START_METHODS:
             raise SpecError(f"start_method: unknown {self.start_method!r} (use {', '.join(START_METHODS)})")
+        if self.max_rss is not None:
+            _check_int("max_rss", self.max_rss, 1 << 20, 1 << 50)
+        if self.max_age is not None:
+            _check_positive("max_age", self.max_age)
+        if self.max_age_jitter is not None and not (
+            isinstance(self.max_age_jitter, int | float)
+            and math.isfinite(self.max_age_jitter)
+            and self.max_age_jitter >= 0
+        ):
+            raise SpecError(f"max_age_jitter: must be a number of seconds >= 0, got {self.max_age_jitter!r}")
+        if not (
+            isinstance(self.rss_interval, int | float)
+            and not isinstance(self.rss_interval, bool)
+            and math.isfinite(self.rss_interval)
+            and self.rss_interval >= 0
+        ):
+            raise SpecError(
+                f"rss_interval: must be a number of seconds >= 0 (0: off), got {self.rss_interval!r}"
+            )
+        if self.max_rss is not None and not self.rss_interval:
+            raise SpecError("max_rss: needs RSS sampling (rss_interval > 0)")
+        if self.metrics_port is not None:
+            _check_int("metrics_port", self.metrics_port, 0, 65535)
+        if self.log_format not in LOG_FORMATS:
+            raise SpecError(f"log_format: unknown {self.log_format!r} (use {', '.join(LOG_FORMATS)})")
+
+    @property
+    def age_jitter(self) -> float:
+        """The jitter in effect: as given, else a tenth of max_age (0 without max_age)."""
+        if self.max_age_jitter is not None:
+            return float(self.max_age_jitter)
+        return self.max_age / 10 if self.max_age is not None else 0.0
 
 
 def check_target(target: str) -> tuple[str, str]:
@@ -80,6 +128,24 @@ def check_target(target: str) -> tuple[str, str]:
     if not match:
         raise SpecError(f"target: expected 'module:function' or 'path/to/file.py:function', got {target!r}")
     return match["module"], match["attr"]
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``1.5G``, ``800MiB``, ``1048576`` -> bytes (binary units, as ps and top count)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise SpecError(f"size: expected a number with an optional K, M, G or T suffix, got {text!r}")
+    return int(float(match["number"]) * _SIZE_UNITS[match["unit"].upper()])
+
+
+def format_size(size: int) -> str:
+    """Bytes as a short human figure: 512M, 1.5G, 800K."""
+    for unit in ("T", "G", "M", "K"):
+        scale = _SIZE_UNITS[unit]
+        if size >= scale:
+            value = size / scale
+            return f"{value:.0f}{unit}" if value >= 100 or value == int(value) else f"{value:.1f}{unit}"
+    return f"{size}B"
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

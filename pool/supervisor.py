@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import select
 import signal
 import threading
@@ -41,6 +42,7 @@ from pool.control import ControlServer, address
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
+from pool.recycle import RssSampler, age_limit, may_start, over_rss
 from pool.runtime_doc import cleanup_previous, runtime_document
 from pool.signals import queued_signals
 from pool.slot import Slot, StopResult, WorkerHooks
@@ -108,6 +110,11 @@ class Supervisor:
         self._boot_error: str | None = None
         self._rolling: deque[int] = deque()
         self._replacements: deque[tuple[int, int, str]] = deque()
+        self._recycles: deque[tuple[int, int, str]] = deque()  # (slot, generation, reason), one at a time
+        self._releases: deque[tuple[int, int]] = deque()  # recycles the embedder has drained
+        self._rss = RssSampler()
+        self._next_rss = 0.0
+        self._rng = random.Random()
         self._poller: select.poll | None = None
         self._ready = threading.Event()
         self._finished = threading.Event()
@@ -139,6 +146,17 @@ class Supervisor:
         """
         self._replacements.append((slot, generation, reason))
         self._command("replace", 0)
+
+    def recycle_worker(self, slot: int, generation: int, reason: str) -> None:
+        """Replace the worker of ``slot`` (if still ``generation``) gracefully, when its
+        turn comes: one recycle at a time, never below N-1 serving, not a crash."""
+        self._recycles.append((slot, generation, reason))
+        self._command("recycle", 0)
+
+    def release_worker(self, slot: int, generation: int) -> None:
+        """The embedder finished the work of a worker it was asked to drain: stop it now."""
+        self._releases.append((slot, generation))
+        self._command("release", 0)
 
     def _command(self, name: str, value: int, reason: str = "") -> None:
         if name == "stop":
@@ -296,9 +314,12 @@ class Supervisor:
             self._dispatch(now)
             self._reap(now)
             self._watch_beats(now)
+            self._sample_rss(now)
+            self._check_limits(now)
             self._escalate(now)
             self._start_due(now)
             self._advance_rolling(now)
+            self._advance_recycling(now)
             self._check_ready()
             if self._dirty or now >= self._next_flush:
                 self._flush(now)
@@ -321,11 +342,15 @@ class Supervisor:
 
     def _next_deadline(self, now: float) -> float:
         deadline = min(now + TICK_S, self._next_flush)
+        if self.spec.rss_interval:
+            deadline = min(deadline, self._next_rss)
         timeout = self.spec.heartbeat_timeout
         assert self.board is not None
         for slot in self._slots:
             if slot.restart_at is not None:
                 deadline = min(deadline, slot.restart_at)
+            if slot.recycle_at is not None and not slot.recycle_queued:
+                deadline = min(deadline, slot.recycle_at)
             if slot.escalation is not None:
                 deadline = min(deadline, slot.escalation.next_at)
             if slot.state is S.STARTING:
@@ -395,6 +420,8 @@ class Supervisor:
                 self._start_rolling()
             elif command == "replace":
                 self._replace_now()
+            elif command == "release":
+                self._release_drained(now)
 
     # -- workers -------------------------------------------------------------
 
@@ -473,6 +500,13 @@ class Supervisor:
         slot.ticks = start_ticks(process.pid) or 0
         slot.started = now
         slot.restart_at = None
+        slot.draining = slot.recycle_queued = False
+        limit = age_limit(self.spec, self._rng)
+        slot.recycle_at = None if limit is None else now + limit
+        slot.rss = 0
+        if self.spec.rss_interval:
+            self._rss.track(process.pid)
+            slot.rss = self._rss.sample(process.pid) or 0  # so a live worker never shows "not sampled"
         self._set_state(slot, Event.SPAWN)
         board.set_lifecycle(
             slot.index,
@@ -482,6 +516,8 @@ class Supervisor:
             started_ns=time.monotonic_ns(),
             stop_requested=0,
             restarts=slot.restarts,
+            recycled=slot.recycled,
+            rss_bytes=slot.rss,
         )
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
         if self._hooks is not None:
@@ -515,11 +551,17 @@ class Supervisor:
         slot.process.close()
         slot.process = slot.conn = None
         self._poller = None
+        self._rss.forget(slot.pid)
+        slot.recycle_at = None
+        if slot.draining:
+            # It died while its work was being drained for a recycle: that is a crash.
+            slot.draining = slot.replace = False
         prev = slot.state
         escalation, slot.escalation = slot.escalation, None
         self._set_state(slot, Event.EXIT)
         assert self.board is not None
-        self.board.set_lifecycle(slot.index, last_exit_code=code)
+        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0)
+        slot.rss = 0
         how = describe_exit(code)
         if code == -9 and not slot.replace and (escalation is None or escalation.stage < shutdown.Stage.KILL):
             how += "; perhaps out of memory?"
@@ -681,6 +723,73 @@ class Supervisor:
                 slot.replace = True
                 shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
 
+    # -- recycling -------------------------------------------------------------
+
+    def _sample_rss(self, now: float) -> None:
+        interval = self.spec.rss_interval
+        if not interval or now < self._next_rss:
+            return
+        self._next_rss = now + interval
+        assert self.board is not None
+        for slot in self._slots:
+            if slot.alive:
+                rss = self._rss.sample(slot.pid)
+                if rss is not None and rss != slot.rss:
+                    slot.rss = rss
+                    self.board.set_lifecycle(slot.index, rss_bytes=rss)
+
+    def _check_limits(self, now: float) -> None:
+        """Queue the workers past max_rss or max_age for recycling (once per process)."""
+        if self._stopping:
+            return
+        for slot in self._slots:
+            if slot.state is not S.RUNNING or slot.recycle_queued or slot.replace or slot.retire:
+                continue
+            reason = over_rss(self.spec, slot.rss)
+            if reason is None and slot.recycle_at is not None and now >= slot.recycle_at:
+                reason = f"max_age {self.spec.max_age:g}s reached (age {now - slot.started:.1f}s)"
+            if reason is not None:
+                slot.recycle_queued = True
+                self._recycles.append((slot.index, slot.generation, reason))
+
+    def _advance_recycling(self, now: float) -> None:
+        """Start the next queued recycle once no other replacement is under way."""
+        while self._recycles and not self._stopping and not self._rolling:
+            index, generation, reason = self._recycles[0]
+            slot = self._slots[index] if index < len(self._slots) else None
+            if slot is None or not slot.alive or slot.generation != generation or slot.retire:
+                self._recycles.popleft()  # that process is gone already
+                continue
+            if any(s.replace for s in self._slots) or not may_start(slot, self._slots, self._desired):
+                return  # one at a time, and never fewer than N-1 serving
+            self._recycles.popleft()
+            slot.recycle_queued = True
+            slot.replace = True
+            slot.recycled += 1
+            assert self.board is not None
+            self.board.set_lifecycle(slot.index, recycled=slot.recycled)
+            self.log.info(
+                "worker %d (pid %d) recycled: %s (recycle %d; not a crash)",
+                slot.index,
+                slot.pid,
+                reason,
+                slot.recycled,
+            )
+            if self._hooks is not None and self._hooks.recycle(slot.index, slot.generation, reason):
+                slot.draining = True  # the embedder finishes its work, then release_worker()
+            else:
+                self._begin_escalation(slot, "recycle", now)
+            return
+
+    def _release_drained(self, now: float) -> None:
+        while self._releases:
+            index, generation = self._releases.popleft()
+            slot = self._slots[index] if index < len(self._slots) else None
+            if slot is not None and slot.alive and slot.generation == generation and slot.draining:
+                slot.draining = False
+                if slot.escalation is None:
+                    self._begin_escalation(slot, "recycle", now)
+
     def _start_rolling(self) -> None:
         if self._rolling:
             self.log.info("rolling restart already in progress")
@@ -722,6 +831,8 @@ class Supervisor:
                 self._rolling.popleft()
                 continue
             if slot.state is S.RUNNING and slot.escalation is None:
+                if any(s.replace for s in self._slots):
+                    return  # a recycle is under way: one replacement at a time
                 slot.replace = True
                 self._begin_escalation(slot, "rolling", now)
             return
@@ -781,6 +892,7 @@ class Supervisor:
         try:
             self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
         finally:
+            self._rss.close()
             self._control.close()
             self.board.unlink()
             self.board.close()

@@ -22,6 +22,7 @@ from typing import Any
 
 from pool.errors import TargetError
 from pool.target import load_target
+from pool.titles import set_title, worker_title
 from statusboard.board import Board, WorkerRow
 from statusboard.liveness import is_alive
 
@@ -124,6 +125,7 @@ def worker_main(args: WorkerArgs) -> None:
     _die_with_parent()
     if not is_alive(args.supervisor_pid, args.supervisor_ticks):
         os._exit(0)  # the supervisor died before we could ask to die with it
+    set_title(worker_title(args.slot, args.pool, args.generation))
     board = Board.open(Path(args.board_path), writable=True)
     ctx = WorkerContext(args, board)
     try:

@@ -136,6 +136,7 @@ def worker_status(
         "task": None if task == layout.NO_TASK else task,
         "task_age_s": None if task == layout.NO_TASK else round((now_ns - row["task_started_ns"]) / 1e9, 3),
         "rss_bytes": row["rss_bytes"] or None,
+        "recycled": row["recycled"],
     }
 
 

@@ -146,3 +146,15 @@ def _segfault():
     faulthandler.disable()  # inherited from pytest: keep its dump out of the test output
     ctypes.string_at(0)
     os.kill(os.getpid(), signal.SIGSEGV)  # not reached: the line above faults
+
+
+def grow_on_cue(ctx):
+    """Behaves until SIGUSR1, then holds 96 MiB of touched memory (a leak) and keeps beating."""
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _cue.append(signum))
+    ballast = None
+    while not ctx.wait(0.05):
+        ctx.beat()
+        if ballast is None and _cue:
+            ballast = bytearray(96 << 20)
+            for i in range(0, len(ballast), 4096):
+                ballast[i] = 1

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, alive, cli_session, lock_holders, wait_for
 
+from pool.titles import supervisor_title
 from statusboard.liveness import start_ticks
 from statusboard.probe import probe
 
@@ -130,7 +131,7 @@ def test_start_never_writes_runtime_json(cli: Cli, monkeypatch: pytest.MonkeyPat
     assert pid not in (os.getpid(), first_pid)
     assert lock_holders(cli.directory / "supervisor.lock") == {pid}, "the writer is not the lock holder"
     proc = psutil.Process(pid)
-    assert proc.ppid() != pid and "pool.daemon" in " ".join(proc.cmdline())
+    assert proc.ppid() != pid and " ".join(proc.cmdline()) == supervisor_title(cli.name)
     assert os.getsid(pid) == pid, "the supervisor does not lead its own session"
     code, status = cli.status()
     assert code == 0 and status["supervisor"]["pid"] == pid, status
@@ -167,7 +168,10 @@ def test_concurrent_starts_leave_exactly_one_supervisor(cli: Cli, spawn) -> None
     daemons = []  # supervisors of this directory: session leaders (forked workers share the cmdline)
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "pool.daemon" in cmdline and str(cli.directory) in cmdline and alive(proc.pid):
+        ours = ("pool.daemon" in cmdline and str(cli.directory) in cmdline) or " ".join(
+            cmdline
+        ) == supervisor_title(cli.name)
+        if ours and alive(proc.pid):
             try:
                 if os.getsid(proc.pid) == proc.pid:
                     daemons.append(proc.pid)

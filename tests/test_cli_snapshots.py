@@ -65,6 +65,8 @@ def normalise_table(text: str, cli: Cli) -> str:
                 cells["HEARTBEAT"] = "<AGE>"
             if cells["BEATS"] != "0":
                 cells["BEATS"] = "<N>"
+            if cells["RSS"] != "-":
+                cells["RSS"] = "<RSS>"
             if cells["TASK AGE"] != "-":
                 cells["TASK AGE"] = "<AGE>"
             rows.append([cells[h] for h in header])
@@ -87,6 +89,7 @@ SHOWN_VALUES = {  # keys whose values are part of the snapshot (stable for a giv
     "slot",
     "healthy",
     "restarts",
+    "recycled",
     "last_exit_code",
     "last_exit",
     "generation",
@@ -178,6 +181,7 @@ CONTRACT_WORKER = {
     "tasks_done",
     "tasks_failed",
     "restarts",
+    "recycled",
     "last_exit_code",
     "started_at",
     "task",

@@ -66,7 +66,7 @@ class _Task:
 
 
 class _Worker:
-    __slots__ = ("conn", "eof", "fd", "generation", "inflight", "pid", "slot")
+    __slots__ = ("conn", "draining", "eof", "fd", "generation", "inflight", "pid", "released", "sent", "slot")
 
     def __init__(self, slot: int, generation: int, pid: int, conn: Any) -> None:
         self.slot = slot
@@ -76,6 +76,12 @@ class _Worker:
         self.fd: int = conn.fileno()
         self.eof = False  # its pipe closed: it died; the supervisor's "exited" settles it
         self.inflight: deque[_Task] = deque()
+        self.sent = 0  # requests sent to this process (max_tasks)
+        self.draining = False  # being recycled: no new requests; released once its inflight is done
+        self.released = False
+
+    def accepts(self, max_tasks: int | None) -> bool:
+        return not (self.eof or self.draining or (max_tasks is not None and self.sent >= max_tasks))
 
 
 class _Hooks(WorkerHooks):
@@ -97,6 +103,12 @@ class _Hooks(WorkerHooks):
 
     def started(self, slot: int, generation: int, pid: int) -> None:
         self._post(("started", slot, generation, pid, NO_TASK, ""))
+
+    def recycle(self, slot: int, generation: int, reason: str) -> bool:
+        # Always drain: the worker finishes what it holds before it is stopped, so a
+        # recycle never fails or loses a task (the dispatcher calls release_worker).
+        self._post(("recycle", slot, generation, 0, NO_TASK, reason))
+        return True
 
     def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
         # Which task it was running is read here, in the supervisor thread, before this
@@ -120,6 +132,11 @@ class Pool(Executor):
 
     ``Pool(workers=4, name="crunch", retries=0)``; while it runs,
     ``poolctl --name crunch status`` shows each worker with its current task.
+
+    Recycling (Celery's max_tasks_per_child / max_memory_per_child): ``max_tasks``
+    requests per worker process, ``max_rss`` bytes, ``max_age`` seconds. A worker
+    past a limit gets no new work, finishes what it holds, and is replaced, one
+    at a time; no task fails or is lost to a recycle.
     """
 
     def __init__(
@@ -132,9 +149,14 @@ class Pool(Executor):
         start_method: str = "auto",
         runtime_dir: str | os.PathLike[str] | None = None,
         grace: float = 2.0,
+        max_tasks: int | None = None,
+        max_rss: int | None = None,
+        max_age: float | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries: must be >= 0, got {retries!r}")
+        if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
+            raise ValueError(f"max_tasks: must be an integer >= 1, got {max_tasks!r}")
         count = workers if workers is not None else (os.cpu_count() or 1)
         self._own_dir = name is None and runtime_dir is None
         pool_name = name or f"pool-{os.getpid()}-{next(_ids)}"
@@ -152,8 +174,11 @@ class Pool(Executor):
             backoff_cap=0.5,
             backoff_reset=1.0,
             start_method=start_method,
+            max_rss=max_rss,
+            max_age=max_age,
         )
         self.retries = retries
+        self.max_tasks = max_tasks
         self._hooks = _Hooks(self)
         self._supervisor = Supervisor(self._spec, runtime_dir=runtime_dir, hooks=self._hooks)
         self._pending: deque[_Task] = deque()
@@ -302,6 +327,7 @@ class Pool(Executor):
                 self._handle_events()
                 self._expire(time.monotonic())
                 self._send_pending()
+                self._release_drained()
                 with self._lock:
                     idle = not self._pending and not any(w.inflight for w in self._workers.values())
                     if self._shutdown and idle:
@@ -324,10 +350,21 @@ class Pool(Executor):
                 if conn is not None:
                     worker = self._workers[slot] = _Worker(slot, generation, pid, conn)
                     self._poller.register(worker.fd, select.POLLIN)
+            elif kind == "recycle":
+                recycled = self._workers.get(slot)
+                if recycled is not None and recycled.generation == generation:
+                    recycled.draining = True
             else:
                 dead = self._workers.get(slot)
                 if dead is not None and dead.generation == generation:
                     self._on_death(dead, running_id, how)
+
+    def _release_drained(self) -> None:
+        """Hand a drained worker back to the supervisor for its recycle."""
+        for worker in self._workers.values():
+            if worker.draining and not worker.inflight and not worker.released and not worker.eof:
+                worker.released = True
+                self._supervisor.release_worker(worker.slot, worker.generation)
 
     def _receive(self, worker: _Worker) -> None:
         try:
@@ -398,10 +435,11 @@ class Pool(Executor):
     def _send_pending(self) -> None:
         # Breadth first: every worker gets a request before any gets a second, so a burst
         # of submits does not queue behind one worker (its prefetch) while another idles.
+        max_tasks = self.max_tasks
         workers = sorted(self._workers.values(), key=lambda w: len(w.inflight))
         for depth in range(1, PREFETCH + 1):
             for worker in workers:
-                while not worker.eof and len(worker.inflight) < depth:
+                while worker.accepts(max_tasks) and len(worker.inflight) < depth:
                     with self._lock:
                         if not self._pending:
                             return
@@ -427,6 +465,11 @@ class Pool(Executor):
                             self._pending.appendleft(task)
                         break
                     worker.inflight.append(task)
+                    worker.sent += 1
+                    if max_tasks is not None and worker.sent == max_tasks:
+                        self._supervisor.recycle_worker(
+                            worker.slot, worker.generation, f"max_tasks {max_tasks} reached"
+                        )
 
     def _close(self) -> None:
         """Stop the supervisor (verified), fail whatever could not run, release everything."""

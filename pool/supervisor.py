@@ -37,7 +37,7 @@ from typing import Any
 import multiprocess
 
 from pool import shutdown
-from pool.budget import RestartBudget, should_restart
+from pool.budget import AfterExit, RestartBudget, after_exit
 from pool.control import ControlServer, address
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
@@ -570,6 +570,7 @@ class Supervisor:
             if prev is S.HUNG:
                 how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
             self._hooks.exited(slot.index, slot.generation, slot.pid, code, how)
+        boot_error = False
         if report is not None:
             kind, summary, detail = report
             slot.last_error = summary
@@ -581,30 +582,39 @@ class Supervisor:
                 summary,
                 detail.rstrip(),
             )
-            if kind == "boot_error" and code == BOOT_ERROR_EXIT:
-                self._set_state(slot, Event.GIVE_UP)
-                self._boot_error = self._boot_error or summary
-                self.log.error("boot error in worker %d: stopping the pool instead of restarting", slot.index)
-                self._begin_stop(f"boot error: {summary}", now)
-                return
-        if slot.retire or self._stopping:
-            if slot.retire:
-                self._set_state(slot, Event.RETIRE)
-                self._trim_slots()
-            else:
-                self._set_state(slot, Event.STOP)
-            return
-        if slot.replace and prev is not S.STARTING:
-            self._spawn(slot, now)  # rolling restart: a planned replacement, not a restart
-            return
-        # From here on a crash; that includes a replacement that died before its first
-        # beat (respawning it at once, uncounted, would loop forever on broken code).
-        abnormal = code != 0 or prev is S.HUNG
-        if not should_restart(self.spec.restart, abnormal=abnormal):
+            boot_error = kind == "boot_error" and code == BOOT_ERROR_EXIT
+        outcome = after_exit(
+            self.spec.restart,
+            code=code,
+            hung=prev is S.HUNG,
+            booted=prev is not S.STARTING,
+            boot_error=boot_error,
+            retire=slot.retire,
+            stopping=self._stopping,
+            planned=slot.replace,
+        )
+        if outcome is AfterExit.BOOT_ERROR:
+            self._set_state(slot, Event.GIVE_UP)
+            self._boot_error = self._boot_error or slot.last_error
+            self.log.error("boot error in worker %d: stopping the pool instead of restarting", slot.index)
+            self._begin_stop(f"boot error: {slot.last_error}", now)
+        elif outcome is AfterExit.RETIRED:
+            self._set_state(slot, Event.RETIRE)
+            self._trim_slots()
+        elif outcome is AfterExit.STOPPED:
+            self._set_state(slot, Event.STOP)
+        elif outcome is AfterExit.REPLACE:
+            self._spawn(slot, now)
+        elif outcome is AfterExit.DONE:
             self._set_state(slot, Event.DONE)
             self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
             self._slot_given_up(slot)
-            return
+        else:
+            self._restart(slot, now)
+
+    def _restart(self, slot: Slot, now: float) -> None:
+        """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
+        assert self.board is not None
         delay = slot.budget.record_exit(now, now - slot.started)
         if delay is None:
             self._set_state(slot, Event.GIVE_UP)

@@ -87,6 +87,12 @@ def _size(value: str | None) -> int | None:
     return size
 
 
+def _size_text(value: str | None) -> str | None:
+    """A size option kept as written (for a command line we print), once it is known valid."""
+    _size(value)
+    return value
+
+
 def _not_negative(value: float | None) -> float | None:
     if value is not None and not (value >= 0 and math.isfinite(value)):
         raise typer.BadParameter(f"must be a finite number >= 0, got {value:g}")
@@ -250,11 +256,13 @@ def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
         status_main(g.name, g.runtime_dir)
         return ExitCode.OK
     if foreground:
+        from pool.sdnotify import SystemdNotifier
         from pool.supervisor import Supervisor
         from pool.titles import set_title, supervisor_title
 
         set_title(supervisor_title(spec.name))
-        result = Supervisor(spec, runtime_dir=directory, echo_log=True).run()
+        systemd = SystemdNotifier.from_environ()  # Type=notify units: READY=1 once every worker beat
+        result = Supervisor(spec, runtime_dir=directory, echo_log=True, systemd=systemd).run()
         if not result.ok:
             raise CliError(result.boot_error or f"stop failed: survivors {result.survivors}")
         return ExitCode.OK
@@ -407,3 +415,178 @@ def demo(
     from cli.demo import run_demo
 
     return run_demo(seconds=seconds, workers=workers, started=time.monotonic())
+
+
+@app.command()
+def metrics(
+    ctx: typer.Context,
+    supervisor_timeout: Annotated[
+        float,
+        typer.Option(
+            callback=_positive,
+            help="A supervisor whose board heartbeat is older than this is frozen (as for status).",
+        ),
+    ] = 5.0,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write to FILE by atomic replace (for node_exporter's textfile collector), not stdout.",
+        ),
+    ] = None,
+) -> int:
+    """Print the pool's status in the Prometheus text exposition format.
+
+    The same verified liveness decision as `status`: poolctl_supervisor_up, poolctl_pool_state (running, degraded, stale, stopped, stop_failed, unknown) and, per worker, its state, health, heartbeat age, beats, restarts, recycles, tasks done/failed and memory.
+
+    A stopped or never-started pool is reported too, with exit 0: the metrics say so. Exit 4 only when the runtime state is unreadable: the metrics are printed anyway (state "unknown") and the reason goes to stderr.
+
+    For a cron job or node_exporter's textfile collector (--output). A pool started with --metrics-port serves the same at http://127.0.0.1:PORT/metrics.
+    """
+    from statusboard.health import StatusCode
+    from statusboard.metrics import exposition
+    from statusboard.probe import probe
+
+    g: Globals = ctx.obj
+    report = probe(rdir.resolve_str(g.name, g.runtime_dir), g.name, supervisor_timeout_s=supervisor_timeout)
+    body = exposition(report.document)
+    if output is None:
+        typer.echo(body.decode(), nl=False)
+    else:
+        _write_atomically(output, body)
+    if report.code == StatusCode.UNKNOWN:
+        import sys
+
+        sys.stderr.write(f"poolctl: runtime state unreadable: {report.document['reason']}\n")
+        return int(StatusCode.UNKNOWN)
+    return ExitCode.OK
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temp file beside ``path``, then rename: a scraper never reads half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+@app.command("systemd-unit")
+def systemd_unit(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="Worker target: module:function or path/to/file.py:function.")
+    ],
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, max=1024, help="Number of workers (1..1024).")
+    ] = None,
+    heartbeat_timeout: Annotated[
+        float | None,
+        typer.Option(
+            callback=_positive, help="Seconds without a heartbeat before a worker is replaced (start: 30)."
+        ),
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            callback=_positive,
+            help="Seconds a stopping worker gets before SIGKILL (start: 5); TimeoutStopSec is grace + 10.",
+        ),
+    ] = None,
+    restart: Annotated[Policy | None, typer.Option(help="Restart policy (start: permanent).")] = None,
+    max_restarts: Annotated[
+        int | None, typer.Option(min=0, help="Restarts allowed per --restart-window (start: 5).")
+    ] = None,
+    restart_window: Annotated[
+        float | None, typer.Option(callback=_positive, help="Seconds (start: 60).")
+    ] = None,
+    max_rss: Annotated[
+        str | None,
+        typer.Option(metavar="SIZE", callback=_size_text, help="Recycle a worker above this RSS (512M, 2G)."),
+    ] = None,
+    max_age: Annotated[
+        float | None, typer.Option(callback=_positive, help="Recycle a worker after this many seconds.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port from the supervisor."),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None, typer.Option(help="supervisor.log (and journal) lines: text or json.")
+    ] = None,
+    watchdog_sec: Annotated[
+        float,
+        typer.Option(
+            callback=_not_negative,
+            help="WatchdogSec=: systemd restarts the pool if the supervisor loop stops pinging "
+            "for this long; 0 = no watchdog.",
+        ),
+    ] = 30.0,
+    description: Annotated[
+        str | None, typer.Option(help="Description= (default names pool and target).")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="User= to run the pool as.")] = None,
+    working_directory: Annotated[
+        Path | None,
+        typer.Option(help="WorkingDirectory= (default: the current directory); targets import from it."),
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="Environment= line (repeatable).")
+    ] = None,
+    wanted_by: Annotated[str, typer.Option(help="[Install] WantedBy=.")] = "multi-user.target",
+) -> int:
+    """Print a systemd service unit that runs this pool (Type=notify, watchdog, clean stop).
+
+    ExecStart runs `poolctl --name NAME start TARGET --foreground` with the start options given here. The supervisor reports READY=1 once every worker has beaten, keeps STATUS= current, pings the watchdog, and stops its workers itself on SIGTERM (KillMode=mixed). `systemctl reload` is a rolling restart (SIGHUP).
+
+    Save it as /etc/systemd/system/poolctl-NAME.service, then: systemctl daemon-reload && systemctl enable --now poolctl-NAME
+    """
+    from cli.systemd_unit import UnitOptions, poolctl_command, render_unit
+
+    g: Globals = ctx.obj
+    start_args: list[str] = []
+    given: list[tuple[str, object]] = [
+        ("--workers", workers),
+        ("--heartbeat-timeout", heartbeat_timeout),
+        ("--grace", grace),
+        ("--restart", restart.value if restart is not None else None),
+        ("--max-restarts", max_restarts),
+        ("--restart-window", restart_window),
+        ("--max-rss", max_rss),
+        ("--max-age", max_age),
+        ("--metrics-port", metrics_port),
+        ("--log-format", log_format.value if log_format is not None else None),
+    ]
+    for option, value in given:
+        if value is not None:
+            start_args += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    environment = []
+    for item in env or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="'--env'")
+        environment.append((key, value))
+    text = render_unit(
+        UnitOptions(
+            name=g.name,
+            target=target,
+            command=poolctl_command(),
+            working_directory=os.path.abspath(working_directory or os.getcwd()),
+            runtime_dir=os.path.abspath(g.runtime_dir) if g.runtime_dir is not None else None,
+            start_args=start_args,
+            grace=grace,
+            watchdog_sec=watchdog_sec,
+            description=description,
+            user=user,
+            wanted_by=wanted_by,
+            environment=environment,
+        )
+    )
+    typer.echo(text, nl=False)
+    return ExitCode.OK

@@ -42,8 +42,10 @@ from pool.control import ControlServer, address
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
+from pool.metrics_http import MetricsServer
 from pool.recycle import RssSampler, age_limit, may_start, over_rss
 from pool.runtime_doc import cleanup_previous, runtime_document
+from pool.sdnotify import SystemdNotifier
 from pool.signals import queued_signals
 from pool.slot import Slot, StopResult, WorkerHooks
 from pool.spec import MAX_WORKERS, PoolSpec
@@ -90,6 +92,7 @@ class Supervisor:
         echo_log: bool = False,
         notify_fd: int | None = None,
         hooks: WorkerHooks | None = None,
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.spec = spec
         self.runtime_dir = rdir.resolve(spec.name, runtime_dir)
@@ -100,6 +103,11 @@ class Supervisor:
         # or "failed: <reason>", then closed. Forked workers close their copy.
         self._notify_fd = notify_fd
         self._hooks = hooks
+        # Type=notify under systemd (foreground only): READY=1, STATUS=, WATCHDOG=1, STOPPING=1.
+        self._systemd = systemd
+        self._systemd_status = ""
+        self._watchdog_at = 0.0
+        self._metrics: MetricsServer | None = None
         self._desired = spec.workers
         self._slots: list[Slot] = []
         self._wake_r = self._wake_w = -1  # made by run(): a Supervisor never run holds no fds
@@ -243,7 +251,12 @@ class Supervisor:
         try:
             lock.acquire()
             try:
-                self.log = open_log(self.runtime_dir, echo=self._echo_log)
+                self.log = open_log(
+                    self.runtime_dir,
+                    echo=self._echo_log,
+                    log_format=self.spec.log_format,
+                    pool=self.spec.name,
+                )
                 try:
                     return self._run_locked(lock, install_signals)
                 finally:
@@ -284,6 +297,8 @@ class Supervisor:
                 self._desired,
                 self._mp.get_start_method(),
             )
+            if self.spec.metrics_port is not None:
+                self._metrics = self._serve_metrics(self.spec.metrics_port)
             self._flush(self._clock())
             if install_signals:
                 with queued_signals(self._signals, self._wake_w):
@@ -292,6 +307,12 @@ class Supervisor:
                 self._loop()
         except BaseException as exc:
             self.log.exception("supervisor error: %s", exc)
+            if not self._stop_reason:  # what a waiting `poolctl start` hears
+                self._stop_reason = (
+                    str(exc)
+                    if isinstance(exc, PoolError)
+                    else f"supervisor error: {type(exc).__name__}: {exc}"
+                )
             self._emergency_stop()
             raise
         finally:
@@ -311,6 +332,14 @@ class Supervisor:
                 self._drain_wake()
             if self._control.fileno() in ready:
                 self._control.serve_pending()
+            if self._metrics is not None:
+                due = self._metrics.next_deadline()
+                if self._metrics.fileno() in ready or (due is not None and now >= due):
+                    self._metrics.service()
+            if self._systemd is not None and self._systemd.watchdog_interval and now >= self._watchdog_at:
+                # Pinged from the loop itself: a wedged loop stops the pings and systemd acts.
+                self._systemd.watchdog()
+                self._watchdog_at = now + self._systemd.watchdog_interval
             self._dispatch(now)
             self._reap(now)
             self._watch_beats(now)
@@ -335,6 +364,8 @@ class Supervisor:
             self._poller = select.poll()
             for fd in (self._wake_r, self._control.fileno()):
                 self._poller.register(fd, select.POLLIN)
+            if self._metrics is not None:
+                self._poller.register(self._metrics.fileno(), select.POLLIN)
             for slot in self._slots:
                 if slot.alive:
                     self._poller.register(slot.process.sentinel, select.POLLIN)
@@ -344,6 +375,10 @@ class Supervisor:
         deadline = min(now + TICK_S, self._next_flush)
         if self.spec.rss_interval:
             deadline = min(deadline, self._next_rss)
+        if self._systemd is not None and self._systemd.watchdog_interval:
+            deadline = min(deadline, self._watchdog_at)
+        if self._metrics is not None:
+            deadline = min(deadline, self._metrics.next_deadline() or deadline)
         timeout = self.spec.heartbeat_timeout
         assert self.board is not None
         for slot in self._slots:
@@ -488,7 +523,7 @@ class Supervisor:
             supervisor_ticks=self._ticks,
             conn=child_end,
             channel=self._hooks.channel(slot.index, slot.generation) if self._hooks else None,
-            close_fds=[fd for fd in (self._lock_fd, self._notify_fd) if fd is not None] if self._fork else [],
+            close_fds=self._parent_fds() if self._fork else [],
         )
         process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
         process.start()
@@ -522,6 +557,13 @@ class Supervisor:
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
         if self._hooks is not None:
             self._hooks.started(slot.index, slot.generation, slot.pid)
+
+    def _parent_fds(self) -> list[int]:
+        """The supervisor's own fds a forked worker must close (it inherits them all)."""
+        fds = [fd for fd in (self._lock_fd, self._notify_fd) if fd is not None]
+        if self._metrics is not None:
+            fds.extend(self._metrics.fds())  # else a worker that outlives us holds the port
+        return fds
 
     def _set_state(self, slot: Slot, event: Event) -> None:
         slot.state = next_state(slot.state, event)
@@ -858,6 +900,9 @@ class Supervisor:
             self._ready.set()
             self._dirty = True
             self._notify("ready")
+            if self._systemd is not None:
+                self._systemd_status = self._summary()
+                self._systemd.ready(self._systemd_status)
 
     # -- stopping --------------------------------------------------------------
 
@@ -870,6 +915,8 @@ class Supervisor:
         assert self.board is not None
         self.board.set_header(pool_state=PoolState.STOPPING)
         self.log.info("stopping: %s", reason)
+        if self._systemd is not None:
+            self._systemd.stopping(f"stopping: {reason}")
         for slot in self._slots:
             slot.restart_at = None
             if slot.alive and slot.escalation is None:
@@ -904,12 +951,37 @@ class Supervisor:
         finally:
             self._rss.close()
             self._control.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self.board.unlink()
             self.board.close()
         self.log.info("supervisor stopped%s", "" if not survivors else " (with survivors)")
         if not self._ready.is_set():
             self._notify(f"failed: {self._boot_error or reason}")
         return StopResult(reason, survivors, self._boot_error)
+
+    def _summary(self) -> str:
+        """One line for `systemctl status`: how many of the desired workers serve."""
+        serving = [s for s in self._slots if s.index < self._desired]
+        running = sum(s.state is S.RUNNING for s in serving)
+        restarts = sum(s.restarts for s in self._slots)
+        recycled = sum(s.recycled for s in self._slots)
+        return f"{running} of {self._desired} workers running; {restarts} restarts, {recycled} recycled"
+
+    def _serve_metrics(self, port: int) -> MetricsServer:
+        try:
+            server = MetricsServer(port, self._render_metrics, clock=self._clock)
+        except OSError as exc:
+            raise PoolError(f"metrics port {port}: {exc.strerror or exc}") from None
+        self.log.info("metrics at http://127.0.0.1:%d/metrics", server.port)
+        return server
+
+    def _render_metrics(self) -> bytes:
+        # Imported here: prometheus_client is only loaded by a supervisor asked to serve it.
+        from statusboard.metrics import exposition
+        from statusboard.probe import probe
+
+        return exposition(probe(self.runtime_dir, self.spec.name).document)
 
     def report_failure(self, reason: str) -> None:
         """Tell a waiting `poolctl start` that this supervisor failed (readiness pipe)."""
@@ -940,4 +1012,9 @@ class Supervisor:
         )
         runtime_file.write(self.runtime_dir, document)
         self._dirty = False
+        if self._systemd is not None and self._ready.is_set() and not self._stopping:
+            summary = self._summary()
+            if summary != self._systemd_status:
+                self._systemd_status = summary
+                self._systemd.status(summary)
         self._next_flush = now + self.spec.flush_interval

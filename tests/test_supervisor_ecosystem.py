@@ -1,0 +1,183 @@
+"""The supervisor as systemd and Prometheus see it, end to end: a real `poolctl start
+--foreground` talking sd_notify to a datagram socket we hold, and a real detached pool
+serving /metrics from its loop."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, cli_session
+from prometheus_client.parser import text_string_to_metric_families
+
+WATCHDOG_USEC = 400_000  # systemd's WatchdogSec=0.4: we must ping every 0.2 s
+
+
+@pytest.fixture
+def cli(runtime_dir: Path) -> Iterator[Cli]:
+    with cli_session(runtime_dir) as session:
+        yield session
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """An abstract-namespace datagram socket, as systemd hands a Type=notify service."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"poolctl-test-notify-{os.getpid()}-{time.monotonic_ns()}"
+    sock.bind("\0" + name)
+    try:
+        yield sock, "@" + name
+    finally:
+        sock.close()
+
+
+def receive(sock: socket.socket, until: str, timeout: float) -> list[tuple[float, str]]:
+    """Datagrams (arrival time, text) up to and including the first holding ``until``."""
+    got: list[tuple[float, str]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"no {until!r} within {timeout}s; got {got}")
+        sock.settimeout(remaining)
+        try:
+            text = sock.recv(4096).decode()
+        except TimeoutError:
+            continue
+        got.append((time.monotonic(), text))
+        if until in text.splitlines():
+            return got
+
+
+def test_foreground_is_a_type_notify_service(cli: Cli, spawn, notify_socket) -> None:
+    sock, address = notify_socket
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    argv = [POOLCTL, "--name", cli.name, "--runtime-dir", str(cli.directory)]
+    proc = spawn(
+        [*argv, "start", "cli_targets:steady", "-w", "3", *FAST, "--foreground"], cwd=TESTS_DIR, env=env
+    )
+
+    before_ready = receive(sock, "READY=1", 20.0)
+    # READY=1 comes once every worker has beaten: the board agrees at that moment.
+    code, document = cli.status()
+    assert code == 0, document
+    assert [w["state"] for w in document["workers"]] == ["running"] * 3
+    assert all(w["beats"] > 0 for w in document["workers"])
+    ready = before_ready[-1][1].splitlines()
+    assert ready[0] == "READY=1" and ready[1] == "STATUS=3 of 3 workers running; 0 restarts, 0 recycled", (
+        ready
+    )
+
+    # Watchdog pings while the loop is healthy: about every WATCHDOG_USEC/2.
+    pings = [t for t, text in receive_for(sock, 1.0) if text == "WATCHDOG=1"]
+    assert len(pings) >= 3, pings
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert max(gaps) < WATCHDOG_USEC / 1e6, gaps  # never a gap systemd would punish
+
+    # A crash changes the STATUS line.
+    victim = document["workers"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    statuses = [text for _, text in receive_for(sock, 1.5) if text.startswith("STATUS=")]
+    assert any("1 restarts" in text for text in statuses), statuses
+
+    os.kill(proc.pid, signal.SIGTERM)
+    stopping = receive(sock, "STOPPING=1", 10.0)[-1][1].splitlines()
+    assert stopping[1].startswith("STATUS=stopping: SIGTERM"), stopping
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert cli.status()[0] == 3
+
+
+def receive_for(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    got: list[tuple[float, str]] = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        try:
+            got.append((time.monotonic(), sock.recv(4096).decode()))
+        except TimeoutError:
+            break
+    return got
+
+
+def test_workers_do_not_inherit_the_notify_socket(cli: Cli, spawn, notify_socket) -> None:
+    sock, address = notify_socket
+    env = {**os.environ, "NOTIFY_SOCKET": address}
+    argv = [POOLCTL, "--name", cli.name, "--runtime-dir", str(cli.directory)]
+    proc = spawn(
+        [*argv, "start", "cli_targets:steady", "-w", "1", *FAST, "--foreground"], cwd=TESTS_DIR, env=env
+    )
+    receive(sock, "READY=1", 20.0)
+    worker = cli.status()[1]["workers"][0]["pid"]
+    with open(f"/proc/{worker}/environ", "rb") as file:
+        environ = file.read().split(b"\0")
+    assert not any(item.startswith(b"NOTIFY_SOCKET=") for item in environ)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_detached_pool_serves_metrics_from_its_loop(cli: Cli) -> None:
+    port = free_port()
+    cli.start("cli_targets:steady", "--metrics-port", str(port), workers=2)
+    assert any(f"metrics at http://127.0.0.1:{port}/metrics" in line for line in cli.log_lines())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    samples = {
+        (sample.name, sample.labels.get("slot")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("poolctl_supervisor_up", None)] == 1.0
+    assert samples[("poolctl_worker_up", "0")] == 1.0 and samples[("poolctl_worker_up", "1")] == 1.0
+    assert samples[("poolctl_worker_resident_memory_bytes", "0")] > 1 << 20
+    # The workers hold no copy of the listening socket (else one that outlives us holds the port).
+    for worker in cli.status()[1]["workers"]:
+        links = [
+            os.readlink(f"/proc/{worker['pid']}/fd/{fd}") for fd in os.listdir(f"/proc/{worker['pid']}/fd")
+        ]
+        inodes = {link for link in links if link.startswith("socket:")}
+        listener = _listener_inode(port)
+        assert listener not in inodes, (links, listener)
+    cli.ok("stop")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def _listener_inode(port: int) -> str:
+    """``socket:[INODE]`` of the TCP socket listening on 127.0.0.1:port (from /proc/net/tcp)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as file:
+        table = file.read().splitlines()[1:]
+    for line in table:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            return f"socket:[{fields[9]}]"
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def test_a_taken_metrics_port_fails_the_start_with_one_line(cli: Cli) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("start", "cli_targets:steady", "-w", "1", *FAST, "--metrics-port", str(port))
+    assert result.code == 1, str(result)
+    assert re.search(rf"metrics port {port}: .*in use", result.err), str(result)
+    assert cli.status()[0] == 3
+    assert not cli.segments()

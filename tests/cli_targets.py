@@ -209,7 +209,7 @@ class Cli:
             cmdline = proc.info["cmdline"] or []
             if ("pool.daemon" in cmdline and str(self.directory) in cmdline) or " ".join(
                 cmdline
-            ) == supervisor_title(self.name):
+            ).strip() == supervisor_title(self.name):
                 found.setdefault(proc.pid, _ticks(proc.pid))
         return found
 

@@ -131,7 +131,7 @@ def test_start_never_writes_runtime_json(cli: Cli, monkeypatch: pytest.MonkeyPat
     assert pid not in (os.getpid(), first_pid)
     assert lock_holders(cli.directory / "supervisor.lock") == {pid}, "the writer is not the lock holder"
     proc = psutil.Process(pid)
-    assert proc.ppid() != pid and " ".join(proc.cmdline()) == supervisor_title(cli.name)
+    assert proc.ppid() != pid and " ".join(proc.cmdline()).strip() == supervisor_title(cli.name)
     assert os.getsid(pid) == pid, "the supervisor does not lead its own session"
     code, status = cli.status()
     assert code == 0 and status["supervisor"]["pid"] == pid, status
@@ -170,7 +170,7 @@ def test_concurrent_starts_leave_exactly_one_supervisor(cli: Cli, spawn) -> None
         cmdline = proc.info["cmdline"] or []
         ours = ("pool.daemon" in cmdline and str(cli.directory) in cmdline) or " ".join(
             cmdline
-        ) == supervisor_title(cli.name)
+        ).strip() == supervisor_title(cli.name)
         if ours and alive(proc.pid):
             try:
                 if os.getsid(proc.pid) == proc.pid:

@@ -193,8 +193,9 @@ class Supervisor:
                     f"{result.boot_error or result.reason if result else 'unknown'}"
                 )
             if deadline is not None and time.monotonic() > deadline:
+                waiting = self._not_ready()
                 self.stop()
-                raise PoolError(f"pool {self.spec.name!r} not ready within {timeout}s")
+                raise PoolError(f"pool {self.spec.name!r} not ready within {timeout}s{waiting}")
         return self
 
     def stop(self) -> StopResult:
@@ -210,6 +211,18 @@ class Supervisor:
                 result.survivors,
             )
         return result
+
+    def _not_ready(self) -> str:
+        """What a pool that is late to be ready is waiting for (read from another thread:
+        a glance at plain attributes, good enough for an error message)."""
+        late = [
+            f"worker {s.index} {s.state.label}"
+            + (f" after {s.restarts} restarts" if s.restarts else "")
+            + (f" ({s.last_error})" if s.last_error else "")
+            for s in list(self._slots)
+            if s.state is not S.RUNNING
+        ]
+        return f": {'; '.join(late)}" if late else ""
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)

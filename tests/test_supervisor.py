@@ -443,3 +443,12 @@ def test_scaling_down_then_straight_back_up_keeps_the_slot_serving(runtime, poli
         assert rows[1]["pid"] != old[1]
         assert [w["restarts"] for w in rows] == [0, 0]
     assert "not restarted" not in supkit.read_log(runtime)
+
+
+def test_a_pool_late_to_be_ready_says_what_it_waits_for(runtime):
+    spec = supkit.make_spec("raise_now", workers=1, max_restarts=1000, backoff_base=0.01, backoff_cap=0.05)
+    with pytest.raises(PoolError) as err:
+        Supervisor(spec, runtime_dir=runtime).start(timeout=1.0)
+    message = str(err.value)
+    assert "not ready within 1.0s: worker 0 " in message, message
+    assert re.search(r"after \d+ restarts \(RuntimeError: raise_now: injected failure\)", message), message

@@ -193,8 +193,10 @@ def stop_multiprocess_helpers() -> None:
 
 
 def my_segments() -> set[Path]:
+    """Boards of the pools this test process named (pool_name): never another session's,
+    which a test run alongside (a second pytest, a benchmark) may be using right now."""
     prefix = f"{SEGMENT_PREFIX}{os.getuid()}-{POOL_PREFIX}"
-    return set(shm_dir().glob(prefix + "*"))
+    return set(shm_dir().glob(f"{prefix}*-{os.getpid()}-*"))
 
 
 @contextlib.contextmanager

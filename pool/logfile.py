@@ -3,10 +3,18 @@
 stdlib logging's RotatingFileHandler does the rotation (bounded: ``max_bytes``
 per file, ``backups`` old files); a foreground supervisor also echoes each line
 to stderr. Kill escalations are logged as warnings naming slot and pid.
+
+Two formats: ``text`` (``2026-11-24T10:00:00.123 INFO    message``; a worker's
+traceback follows on the next lines) and ``json`` for log shippers: exactly one
+JSON object per line, ``{"ts", "level", "msg", "pool", "pid"}`` plus ``"exc"``
+(the traceback text) when an exception is logged. Newlines inside a message or
+traceback are escaped by JSON, so a record never spans two lines. The stderr echo
+uses the same format (under systemd or Docker it is the log a shipper reads).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -14,10 +22,47 @@ import sys
 from itertools import count
 from pathlib import Path
 
+from pool.spec import LOG_FORMATS
+from statusboard.rows import iso
+
 LOG_NAME = "supervisor.log"
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _ids = count()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: ts (ISO-8601, ms, offset), level, msg, pool, pid."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": iso(record.created),
+            "level": record.levelname,
+            "msg": record.getMessage(),
+            "pool": self.pool,
+            "pid": record.process,
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # ASCII-only: a lone surrogate (an undecodable path) cannot break the file's encoding.
+        return json.dumps(entry, default=str)
+
+
+def make_formatter(log_format: str, pool: str) -> logging.Formatter:
+    """The formatter for ``log_format`` ("text" or "json"); ValueError for anything else."""
+    if log_format == "text":
+        return logging.Formatter(FORMAT, DATE_FORMAT)
+    if log_format == "json":
+        return JsonFormatter(pool)
+    raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
 
 def open_log(
@@ -26,15 +71,21 @@ def open_log(
     echo: bool = False,
     max_bytes: int = 1_048_576,
     backups: int = 3,
+    log_format: str = "text",
+    pool: str | None = None,
 ) -> logging.Logger:
-    """A logger writing to ``runtime_dir/supervisor.log`` (0600), optionally echoed to stderr."""
+    """A logger writing to ``runtime_dir/supervisor.log`` (0600), optionally echoed to stderr.
+
+    ``log_format`` is "text" or "json" (ValueError otherwise); ``pool`` names the pool
+    in JSON records (default: the runtime directory's name).
+    """
+    formatter = make_formatter(log_format, runtime_dir.name if pool is None else pool)
     logger = logging.getLogger(f"poolctl.supervisor.{os.getpid()}.{next(_ids)}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     path = runtime_dir / LOG_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.close(fd)
-    formatter = logging.Formatter(FORMAT, DATE_FORMAT)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
     handler.setFormatter(formatter)
     logger.addHandler(handler)

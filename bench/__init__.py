@@ -1,4 +1,4 @@
-"""The benchmark harness: ``python -m bench [GROUP...] [--quick] [--json] [--markdown]``.
+"""The benchmark harness: ``python -m bench [GROUP...] [--quick] [--json] [--markdown] [--plot F]``.
 
 Prints our figures next to the alternatives measured in the same run, on the same
 machine, as medians with [min-max] over repeats, and the ratio between them.
@@ -14,6 +14,7 @@ Layout (one concept per file)::
     reaper.py        stop a process tree by pid and confirm it is gone
     progress.py      the progress line (rich, or plain stderr)
     render.py        the table (rich, markdown) and --json
+    plot.py          --plot FILE.png: measured curves (scale) drawn with matplotlib, if installed
     scratch.py       this run's temp dirs (named by pid, for the leak check)
     fake_pool.py     a live-looking board + runtime dir + held lock, no workers
     writer_switch.py pause/resume the busy writer, so idle and busy reads interleave

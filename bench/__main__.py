@@ -1,8 +1,10 @@
-"""``python -m bench [GROUP...] [--quick] [--json] [--markdown] [--list]``.
+"""``python -m bench [GROUP...] [--quick] [--json] [--markdown] [--list] [--plot FILE.png]``.
 
 Runs the named groups (all written ones by default), shows a progress line on
 stderr, then prints one table. After every group it checks that nothing is left
 behind: no descendant process, no board segment or temp dir of this run.
+``--plot FILE.png`` draws the curves the groups measured (``scale``) with
+matplotlib; without matplotlib it says so in one line and the run goes on.
 
 Exit codes: 0 all groups ran and cleaned up; 1 a group failed or left something
 behind (it is removed, and named); 2 bad usage. Missing targets are shown in
@@ -23,7 +25,10 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.registry import Context
 
 PEER_DISTRIBUTIONS = ("supervisor", "circus", "gunicorn", "loky", "pebble")
 
@@ -44,7 +49,17 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="machine-readable rows on stdout")
     parser.add_argument("--markdown", action="store_true", help="a markdown table (for the README)")
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        type=Path,
+        help="draw the measured curves (the scale group's growth with pool size) to FILE.png; "
+        "needs matplotlib (the `plot` extra)",
+    )
+    args = parser.parse_args(argv)
+    if args.plot is not None and not args.plot.resolve().parent.is_dir():
+        parser.error(f"--plot: directory {args.plot.resolve().parent} does not exist")
+    return args
 
 
 @contextlib.contextmanager
@@ -98,6 +113,18 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             found[name] = None
     return found
+
+
+def _plot(ctx: Context, path: Path, subtitle: str) -> str:
+    """Draw ``ctx.curves`` to ``path``; one line (also on stderr) says what happened."""
+    from bench import plot
+
+    try:
+        account = plot.draw(ctx.curves, path, subtitle)
+    except Exception as exc:  # a plot must not cost the table of a finished run
+        account = f"--plot: drawing {path} failed: {type(exc).__name__}: {exc}"
+    print(account, file=sys.stderr)
+    return account
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_1min": [round(load_before, 2), round(load_after, 2)],
         "notes": ctx.notes,
     }
+    if args.plot is not None:
+        ctx.notes.append(_plot(ctx, args.plot, render.meta_line(meta)))
     if args.json:
         render.print_json(rows, meta)
     else:

@@ -245,7 +245,7 @@ class _UtimeHeartbeat:
 
 def _gunicorn_heartbeat() -> tuple[Any, str]:
     try:
-        from gunicorn.workers.workertmp import WorkerTmp
+        from gunicorn.workers.workertmp import WorkerTmp  # type: ignore[import-untyped]
     except ImportError:
         return _UtimeHeartbeat(), "gunicorn not installed: its WorkerTmp.notify re-implemented"
     cfg = types.SimpleNamespace(umask=0o022, worker_tmp_dir=None, uid=os.geteuid(), gid=os.getegid())
@@ -255,3 +255,50 @@ def _gunicorn_heartbeat() -> tuple[Any, str]:
 def _require(condition: bool, problem: str) -> None:
     if not condition:
         raise AssertionError(problem)
+
+
+def measure_sizes(control: Control, runtime_dirs: dict[int, str], budget: timing.Budget) -> dict[str, Any]:
+    """``healthy()`` and ``snapshot()`` on several live pools, round-robin across the pools.
+
+    ``runtime_dirs`` maps a pool's worker count to its runtime dir. Every reader
+    attaches as a health probe would (the default supervisor timeout), and must
+    see its pool healthy with every worker RUNNING before and after timing.
+    Returns {"healthy": {workers: Stats}, "snapshot": {...}, "numpy_copy": {...}}
+    in seconds per call; "numpy_copy" copies the same board bytes (the floor).
+    """
+    readers = {workers: statusboard.attach(Path(path)) for workers, path in runtime_dirs.items()}
+    try:
+        namespace: dict[str, Any] = {}
+        statements: dict[tuple[str, int], str] = {}
+        for workers, reader in readers.items():
+            _check_live(reader, workers, "before timing")
+            used = int(reader.board.header_word("slots_used"))
+            namespace[f"r{workers}"] = reader
+            namespace[f"v{workers}"] = np.frombuffer(
+                reader.board.buffer, dtype=np.uint8, count=layout.board_bytes(used)
+            )
+            statements[("healthy", workers)] = f"r{workers}.healthy()"
+            statements[("snapshot", workers)] = f"r{workers}.snapshot()"
+            statements[("numpy_copy", workers)] = f"v{workers}.copy()"
+        got = timing.interleaved(
+            {f"{name}@{workers}": stmt for (name, workers), stmt in statements.items()},
+            namespace,
+            min_time=budget.min_time,
+            repeats=budget.repeats,
+        )
+        namespace.clear()  # drop the numpy views into the mappings before they are closed
+        for workers, reader in readers.items():
+            _check_live(reader, workers, "after timing")
+        results: dict[str, Any] = {name: {} for name in ("healthy", "snapshot", "numpy_copy")}
+        for name, workers in statements:
+            results[name][workers] = got[f"{name}@{workers}"]
+        return results
+    finally:
+        for reader in readers.values():
+            reader.close()
+
+
+def _check_live(reader: BoardReader, workers: int, when: str) -> None:
+    running = int(np.count_nonzero(reader.snapshot().rows["state"] == int(WorkerState.RUNNING)))
+    _require(reader.healthy(), f"{workers}-worker pool: healthy() is False {when}")
+    _require(running == workers, f"{workers}-worker pool: {running} workers RUNNING {when}")

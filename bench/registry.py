@@ -19,18 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.figures import Row
+from bench.plot import Curve
 from bench.progress import Progress
 from bench.timing import Budget
 
 
 @dataclass
 class Context:
-    """What a group gets: how hard to measure, where to report progress, run-wide notes."""
+    """What a group gets: how hard to measure, where to report progress, run-wide notes.
+
+    A group that measures a curve (a cost against pool size) appends it to
+    ``curves``; ``--plot FILE`` draws them after the run.
+    """
 
     quick: bool
     budget: Budget
     progress: Progress
     notes: list[str] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
 
 
 GroupRun = Callable[[Context], list[Row]]
@@ -71,6 +77,12 @@ GROUPS: tuple[Group, ...] = (
         "bench.groups.taskpool:run",
         "issue 7: throughput (chunksize 1 / 64), first result, results lost vs ProcessPoolExecutor, "
         "loky, pebble, multiprocess.Pool",
+    ),
+    Group(
+        "scale",
+        "bench.groups.scale:run",
+        "growth with pool size (4, 64, 256 workers): `poolctl status` (+ --json) wall time, "
+        "healthy()/snapshot() from another process, supervisor idle CPU; --plot draws the curve",
     ),
 )
 

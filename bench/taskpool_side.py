@@ -97,7 +97,7 @@ class Adapter:
 
             self.ex = ProcessPoolExecutor(WORKERS)
         elif lib == "loky":
-            import loky
+            import loky  # type: ignore[import-untyped]
 
             self.ex = loky.get_reusable_executor(max_workers=WORKERS)
         elif lib == "pebble":

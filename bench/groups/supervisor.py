@@ -17,10 +17,17 @@ taken under the same machine load:
 - hang: a worker that stops beating (ours: a SIGUSR1 handler that blocks;
   gunicorn: a request whose handler blocks), heartbeat timeout 1 s on both;
   time from the moment the timeout expires (last heartbeat + 1 s, read from
-  the board / gunicorn's heartbeat file) to the new worker process.
+  the board / gunicorn's heartbeat file) to the new worker process. Our hang
+  pool starts when the crash trials do, so its workers have run
+  ``backoff_reset`` seconds (stable, as above) by the time the first hang is
+  timed, instead of the harness waiting for that.
 - idle CPU of the supervisor process alone (all its threads, from schedstat),
   every system idle side by side over the same windows; each window is one
   flush interval of ours (10 s), so every window pays for one runtime.json flush.
+  A second pool of ours with RSS sampling off (``--rss-interval 0``) idles in
+  the same windows, against the first (``--rss-interval 1``, the default: the
+  supervisor reads each worker's /proc/PID/statm once a second); it is stopped
+  before the crash trials.
 - start to all-ready and stop, 8 workers: ``poolctl start`` / ``poolctl stop``
   wall time (the commands users run; start returns once every worker beat,
   stop once every pid is verified gone) against each peer's daemon from launch
@@ -59,10 +66,16 @@ HANG_TIMEOUT_S = 1.0
 TARGET_RESTART_MS = 50.0  # issue 4
 TARGET_IDLE_PERCENT = 0.5  # issue 4
 TARGET_IDLE_X_GUNICORN = 2.0  # TARGETS.md
+TARGET_RSS_ON_X_OFF = 1.5  # RSS sampling may cost the idle supervisor at most half again
+RSS_ON_S = 1.0
 _DEFAULTS = PoolSpec(target="bench.sup_workers:idle")  # what `poolctl start` uses unless told
 BACKOFF_RESET_S = _DEFAULTS.backoff_reset
 FLUSH_INTERVAL_S = _DEFAULTS.flush_interval
 OURS = "poolctl"
+RSS_OFF = "--rss-interval 0 (RSS sampling off)"
+RSS_ON_LABEL = f"--rss-interval {RSS_ON_S:g}" + (
+    " (the default)" if _DEFAULTS.rss_interval == RSS_ON_S else ""
+)
 PEERS: tuple[type[PeerDaemon], ...] = (Gunicorn, Supervisord, Circus)
 _REPLACE_TIMEOUT_S = 30.0
 _SETTLE_TIMEOUT_S = 30.0
@@ -79,8 +92,8 @@ class Plan:
 
     @classmethod
     def for_run(cls, quick: bool) -> Plan:
-        if quick:
-            return cls(kills=3, hangs=3, idle_windows=1, idle_window_s=5.0, cycles=2)
+        if quick:  # one whole flush interval: every pool's window holds exactly one flush
+            return cls(kills=3, hangs=3, idle_windows=1, idle_window_s=FLUSH_INTERVAL_S, cycles=2)
         return cls(kills=20, hangs=10, idle_windows=2, idle_window_s=FLUSH_INTERVAL_S, cycles=5)
 
 
@@ -107,8 +120,10 @@ def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     with proc_watch.adopting_orphans():
         try:
-            rows.extend(_crash_and_idle(ctx, plan))
-            rows.append(_hang(ctx, plan))
+            with contextlib.ExitStack() as hang_stack:  # the hang pool: started early, stopped by _hang
+                crash_rows, hang_pool = _crash_and_idle(ctx, plan, hang_stack)
+                rows.extend(crash_rows)
+                rows.append(_hang(ctx, plan, hang_pool, hang_stack))
             rows.extend(_start_stop(ctx, plan))
         finally:
             stragglers = proc_watch.settle_adopted(10.0)
@@ -266,36 +281,54 @@ def _crash_trial(subject: Subject, trial: int) -> None:
 # -- crash -> replacement, idle CPU ------------------------------------------------------
 
 
-def _crash_and_idle(ctx: Context, plan: Plan) -> list[Row]:
+def _crash_and_idle(
+    ctx: Context, plan: Plan, hang_stack: contextlib.ExitStack
+) -> tuple[list[Row], PoolctlPool]:
+    """The crash and idle rows, and the hang pool, started in ``hang_stack`` after the idle windows."""
     with contextlib.ExitStack() as stack:
         ctx.progress.step(f"{GROUP}: poolctl start, {WORKERS} idle workers")
-        pool = stack.enter_context(PoolctlPool(WORKERS))
+        pool = stack.enter_context(
+            PoolctlPool(WORKERS, "bench.sup_workers:idle", "--rss-interval", f"{RSS_ON_S:g}")
+        )
+        rss_off_stack = stack.enter_context(contextlib.ExitStack())  # closed after the idle windows
+        ctx.progress.step(f"{GROUP}: poolctl start --rss-interval 0, {WORKERS} idle workers (idle CPU)")
+        pool_off = rss_off_stack.enter_context(
+            PoolctlPool(WORKERS, "bench.sup_workers:idle", "--rss-interval", "0")
+        )
         peers, missing = _start_peers(ctx, stack, WORKERS)
         subjects = [_ours_subject(pool), *(_peer_subject(d) for d in peers)]
         for subject in subjects:
             _wait(functools.partial(subject.settled, -1), f"{subject.label}: {WORKERS} workers running")
+        _wait(pool_off.all_running, f"{RSS_OFF}: {WORKERS} workers running")
+        assert pool_off.supervisor_pid is not None
+        watched = {s.label: s.pid for s in subjects} | {RSS_OFF: pool_off.supervisor_pid}
 
         ctx.progress.step(
             f"{GROUP}: idle CPU of {len(subjects)} supervisors side by side, "
             f"{plan.idle_windows} x {plan.idle_window_s:g} s"
         )
         time.sleep(1.0 if ctx.quick else 3.0)  # let start-up work (first flushes, imports) finish
-        idle: dict[str, list[float]] = {s.label: [] for s in subjects}
+        idle: dict[str, list[float]] = {label: [] for label in watched}
         for _ in range(plan.idle_windows):
-            before = {s.label: proc_watch.cpu_ns(s.pid) for s in subjects}
+            before = {label: proc_watch.cpu_ns(pid) for label, pid in watched.items()}
             started = time.monotonic_ns()
-            time.sleep(plan.idle_window_s)
-            after = {s.label: proc_watch.cpu_ns(s.pid) for s in subjects}
+            time.sleep(plan.idle_window_s)  # the measurement window itself
+            after = {label: proc_watch.cpu_ns(pid) for label, pid in watched.items()}
             elapsed = time.monotonic_ns() - started
-            for s in subjects:
-                idle[s.label].append(100.0 * (after[s.label] - before[s.label]) / elapsed)
+            for label, pid in watched.items():
+                if not proc_watch.alive(pid):
+                    raise RuntimeError(f"{label}: the supervisor (pid {pid}) died while idle")
+                idle[label].append(100.0 * (after[label] - before[label]) / elapsed)
+        ctx.progress.step(f"{GROUP}: stopping the --rss-interval 0 pool")
+        rss_off_stack.close()
+        hang_pool = _start_hang_pool(ctx, hang_stack)
 
         for trial in range(plan.kills):
             ctx.progress.step(f"{GROUP}: crash -> replacement, kill {trial + 1}/{plan.kills} in each system")
             for subject in subjects:
                 _crash_trial(subject, trial)
 
-    accounts = [pool.account, *(d.account for d in peers)]
+    accounts = [pool.account, pool_off.account, *(d.account for d in peers)]
     by_label = {s.label: s for s in subjects}
     ours = by_label[OURS]
     peer_labels = [p.name for p in PEERS]
@@ -324,7 +357,8 @@ def _crash_and_idle(ctx: Context, plan: Plan) -> list[Row]:
     kills_note = (
         f"{plan.kills} SIGKILLs per system, round-robin across systems; new process seen by a /proc scan "
         f"(poll interval 0.2 ms, growing to 5 ms for slow restarts); supervisord and circus restart on "
-        f"their own loop ticks (supervisord ~1 s, circus check_delay 5 s). "
+        f"their own loop ticks (supervisord ~1 s, circus check_delay 5 s); our hang pool ({WORKERS} "
+        "workers beating every 50 ms) runs alongside, ageing for the hang row. "
         + "; ".join(f"{s.label}: {s.failure}" for s in subjects if s.failure)
     )
     rows = [
@@ -383,7 +417,40 @@ def _crash_and_idle(ctx: Context, plan: Plan) -> list[Row]:
             f"runtime.json flush(es). " + "; ".join(accounts),
         )
     )
-    return rows
+    rows.append(_rss_row(plan, idle, missing))
+    return rows, hang_pool
+
+
+def _rss_row(plan: Plan, idle: dict[str, list[float]], missing: dict[str, str]) -> Row:
+    """Idle CPU with RSS sampling on against off, from the same windows as the idle row."""
+    on, off = Stats.of(idle[OURS]), Stats.of(idle[RSS_OFF])
+    gun_label = _idle_label("gunicorn")
+    gun = (
+        skipped(gun_label, missing["gunicorn"])
+        if "gunicorn" in missing
+        else Measure(gun_label, Stats.of(idle["gunicorn"]))
+    )
+    ratios = []
+    if off.median > 0:
+        ratios.append(f"{on.median / off.median:.2f}\N{MULTIPLICATION SIGN} off")
+    if gun.stats is not None and gun.stats.median > 0:
+        ratios.append(f"{on.median / gun.stats.median:.2f}\N{MULTIPLICATION SIGN} gunicorn arbiter")
+        ratios.append(f"off: {off.median / gun.stats.median:.2f}\N{MULTIPLICATION SIGN} gunicorn arbiter")
+    return Row(
+        GROUP,
+        f"supervisor idle CPU, {WORKERS} workers, RSS sampling on vs off, {plan.idle_windows} "
+        f"\N{MULTIPLICATION SIGN} {plan.idle_window_s:g} s (% of one core)",
+        "%",
+        Measure(RSS_ON_LABEL, on),
+        [Measure(RSS_OFF, off), gun],
+        RSS_OFF,
+        f"≤ {TARGET_RSS_ON_X_OFF:g}\N{MULTIPLICATION SIGN} off",
+        on.median <= TARGET_RSS_ON_X_OFF * off.median,
+        note="; ".join(ratios)
+        + f". Same windows as the idle row above (two pools of ours, {WORKERS} idle workers each); "
+        f"on: the supervisor reads each worker's /proc/PID/statm every {RSS_ON_S:g} s (a kept fd, "
+        "pread) and stores changed RSS on the board",
+    )
 
 
 def _idle_label(name: str) -> str:
@@ -393,19 +460,22 @@ def _idle_label(name: str) -> str:
 # -- hang ------------------------------------------------------------------------------------
 
 
-def _hang(ctx: Context, plan: Plan) -> Row:
+def _start_hang_pool(ctx: Context, stack: contextlib.ExitStack) -> PoolctlPool:
+    ctx.progress.step(f"{GROUP}: hang detection: poolctl start --heartbeat-timeout 1, {WORKERS} workers")
+    return stack.enter_context(
+        PoolctlPool(WORKERS, "bench.sup_workers:hang_on_usr1", "--heartbeat-timeout", f"{HANG_TIMEOUT_S:g}")
+    )
+
+
+def _hang(ctx: Context, plan: Plan, pool: PoolctlPool, pool_stack: contextlib.ExitStack) -> Row:
+    """The hang row, on ``pool`` (already running); closes ``pool_stack``, which stops it."""
     ours_samples: list[float] = []
     ours_running: list[float] = []
     gun_samples: list[float] = []
     failures: dict[str, str] = {}
     gunicorn_missing = Gunicorn.missing()
     with contextlib.ExitStack() as stack:
-        ctx.progress.step(f"{GROUP}: hang detection: poolctl start --heartbeat-timeout 1, {WORKERS} workers")
-        pool = stack.enter_context(
-            PoolctlPool(
-                WORKERS, "bench.sup_workers:hang_on_usr1", "--heartbeat-timeout", f"{HANG_TIMEOUT_S:g}"
-            )
-        )
+        stack.enter_context(pool_stack)  # the pool is stopped (and its account written) with the rest
         gun: Gunicorn | None = None
         gun_log = ""
         if gunicorn_missing is None:

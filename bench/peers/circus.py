@@ -68,7 +68,7 @@ graceful_timeout = 5
         ]
 
     def running_pids(self) -> list[int] | None:
-        from circus.client import CircusClient
+        from circus.client import CircusClient  # type: ignore[import-untyped]
 
         client = CircusClient(endpoint=self.endpoint, timeout=1.0)
         try:

@@ -93,7 +93,7 @@ stderr_logfile=NONE
 def _proxy(socket: str) -> Any:
     from xmlrpc.client import ServerProxy
 
-    from supervisor.xmlrpc import SupervisorTransport
+    from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
 
     return ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{socket}"))
 

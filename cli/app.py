@@ -184,6 +184,7 @@ def start(
         str | None,
         typer.Option(
             metavar="SIZE",
+            callback=_size_text,
             help="Recycle a worker whose resident memory passes this (512M, 2G): "
             "a graceful replacement, not a crash.",
         ),

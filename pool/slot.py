@@ -21,6 +21,7 @@ class Slot:
     process: Any = None
     conn: Any = None
     pid: int = 0
+    pidfd: int = -1  # readable once the process exits (grandchildren holding its sentinel or not)
     ticks: int = 0
     generation: int = 0
     started: float = 0.0

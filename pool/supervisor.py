@@ -64,6 +64,7 @@ from statusboard.states import WorkerState as S
 # `status --supervisor-timeout` should be 2 s or more (the default is 5 s). Every
 # wake costs CPU; 1 s is gunicorn's arbiter tick, the idle-CPU figure to beat.
 TICK_S = 1.0
+SWEEP_S = 5.0  # also reap every worker this often, whether or not its fd said so (belt and braces)
 STARTING_POLL_S = 0.001  # while a worker has not beaten yet, look for its first beat this often (boot only)
 _SIGNAL_COMMANDS = {
     "SIGTERM": "stop",
@@ -124,6 +125,8 @@ class Supervisor:
         self._next_rss = 0.0
         self._rng = random.Random()
         self._poller: select.poll | None = None
+        self._exit_fds: dict[int, Slot] = {}  # fd readable when that slot's process exits
+        self._next_sweep = 0.0
         self._ready = threading.Event()
         self._finished = threading.Event()
         self._dirty = True
@@ -354,7 +357,7 @@ class Supervisor:
                 self._systemd.watchdog()
                 self._watchdog_at = now + self._systemd.watchdog_interval
             self._dispatch(now)
-            self._reap(now)
+            self._reap(now, ready)
             self._watch_beats(now)
             self._sample_rss(now)
             self._check_limits(now)
@@ -367,8 +370,10 @@ class Supervisor:
                 self._flush(now)
 
     def _waiter(self) -> select.poll:
-        """The poll set: wake pipe, control socket, live workers' sentinels.
+        """The poll set: wake pipe, control socket, one exit fd per live worker.
 
+        The exit fd is a pidfd (Linux 5.3+), which becomes readable when the process
+        exits even if a grandchild inherited its sentinel pipe; else the sentinel.
         Kept between wakes and rebuilt only when a worker starts or ends: building a
         selector on every wake (multiprocess.connection.wait) costs more idle CPU than
         everything else the loop does.
@@ -379,9 +384,12 @@ class Supervisor:
                 self._poller.register(fd, select.POLLIN)
             if self._metrics is not None:
                 self._poller.register(self._metrics.fileno(), select.POLLIN)
+            self._exit_fds = {}
             for slot in self._slots:
                 if slot.alive:
-                    self._poller.register(slot.process.sentinel, select.POLLIN)
+                    fd = slot.pidfd if slot.pidfd >= 0 else slot.process.sentinel
+                    self._exit_fds[fd] = slot
+                    self._poller.register(fd, select.POLLIN)
         return self._poller
 
     def _next_deadline(self, now: float) -> float:
@@ -540,6 +548,10 @@ class Supervisor:
         )
         process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
         process.start()
+        try:
+            slot.pidfd = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):
+            slot.pidfd = -1  # no pidfds here: the sentinel pipe and the sweep tell its exit
         self._poller = None
         child_end.close()
         if args.channel is not None:
@@ -584,8 +596,15 @@ class Supervisor:
         self.board.set_lifecycle(slot.index, state=slot.state)
         self._dirty = True
 
-    def _reap(self, now: float) -> None:
-        for slot in self._slots:
+    def _reap(self, now: float, ready: set[int]) -> None:
+        """Reap the workers whose exit fd fired (waitpid per worker per wake would be the
+        biggest idle cost of a large pool), and every worker once per SWEEP_S."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            due = [s for s in self._slots if s.alive]
+        else:
+            due = [self._exit_fds[fd] for fd in ready if fd in self._exit_fds]
+        for slot in due:
             if slot.alive:
                 code = slot.process.exitcode  # waitpid(WNOHANG): reaps, so no zombie is left
                 if code is not None:
@@ -605,6 +624,9 @@ class Supervisor:
         slot.conn.close()
         slot.process.close()
         slot.process = slot.conn = None
+        if slot.pidfd >= 0:
+            os.close(slot.pidfd)
+            slot.pidfd = -1
         self._poller = None
         self._rss.forget(slot.pid)
         slot.recycle_at = None
@@ -962,6 +984,10 @@ class Supervisor:
         try:
             self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
         finally:
+            for slot in self._slots:
+                if slot.pidfd >= 0:
+                    os.close(slot.pidfd)
+                    slot.pidfd = -1
             self._rss.close()
             self._control.close()
             if self._metrics is not None:

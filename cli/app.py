@@ -213,9 +213,15 @@ def start(
         typer.Option(
             min=0,
             max=65535,
-            help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics from the supervisor.",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics from the supervisor.",
         ),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Address for --metrics-port: 127.0.0.1 (this host only) or 0.0.0.0 (e.g. a pod's IP)."
+        ),
+    ] = "127.0.0.1",
     log_format: Annotated[
         LogFormat,
         typer.Option(help="supervisor.log lines: text, or json (one object per line, for log shippers)."),
@@ -241,6 +247,7 @@ def start(
         max_age_jitter=max_age_jitter,
         rss_interval=rss_interval,
         metrics_port=metrics_port,
+        metrics_host=metrics_host,
         log_format=log_format.value,
     )
     return _start(g, spec, foreground=foreground, wait=wait)
@@ -518,6 +525,9 @@ def systemd_unit(
         int | None,
         typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port from the supervisor."),
     ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address for --metrics-port (start: 127.0.0.1; 0.0.0.0 for all).")
+    ] = None,
     log_format: Annotated[
         LogFormat | None, typer.Option(help="supervisor.log (and journal) lines: text or json.")
     ] = None,
@@ -562,6 +572,7 @@ def systemd_unit(
         ("--max-rss", max_rss),
         ("--max-age", max_age),
         ("--metrics-port", metrics_port),
+        ("--metrics-host", metrics_host),
         ("--log-format", log_format.value if log_format is not None else None),
     ]
     for option, value in given:

@@ -38,7 +38,8 @@ class PoolSpec:
     checked every ``rss_interval`` (0 turns RSS sampling off), and ``max_age``
     seconds plus a random ``max_age_jitter`` (default a tenth of ``max_age``) so a
     pool started at once does not recycle at once. ``metrics_port`` serves
-    Prometheus /metrics from the supervisor loop; ``log_format`` "json" writes the
+    Prometheus /metrics from the supervisor loop, on ``metrics_host`` (loopback by
+    default; 0.0.0.0 for a scrape from outside, e.g. of a Kubernetes pod's IP); ``log_format`` "json" writes the
     supervisor log as one JSON object per line.
     """
 
@@ -61,6 +62,7 @@ class PoolSpec:
     max_age_jitter: float | None = None
     rss_interval: float = 1.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_format: str = "text"
 
     def __post_init__(self) -> None:
@@ -109,6 +111,14 @@ class PoolSpec:
             raise SpecError("max_rss: needs RSS sampling (rss_interval > 0)")
         if self.metrics_port is not None:
             _check_int("metrics_port", self.metrics_port, 0, 65535)
+        if (
+            not isinstance(self.metrics_host, str)
+            or not self.metrics_host
+            or any(c.isspace() for c in self.metrics_host)
+        ):
+            raise SpecError(
+                f"metrics_host: expected an address such as 127.0.0.1 or 0.0.0.0, got {self.metrics_host!r}"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SpecError(f"log_format: unknown {self.log_format!r} (use {', '.join(LOG_FORMATS)})")
 

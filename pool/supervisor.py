@@ -1009,10 +1009,10 @@ class Supervisor:
 
     def _serve_metrics(self, port: int) -> MetricsServer:
         try:
-            server = MetricsServer(port, self._render_metrics, clock=self._clock)
+            server = MetricsServer(port, self._render_metrics, self.spec.metrics_host, clock=self._clock)
         except OSError as exc:
             raise PoolError(f"metrics port {port}: {exc.strerror or exc}") from None
-        self.log.info("metrics at http://127.0.0.1:%d/metrics", server.port)
+        self.log.info("metrics at http://%s:%d/metrics", self.spec.metrics_host, server.port)
         return server
 
     def _render_metrics(self) -> bytes:

@@ -181,3 +181,14 @@ def test_a_taken_metrics_port_fails_the_start_with_one_line(cli: Cli) -> None:
     assert re.search(rf"metrics port {port}: .*in use", result.err), str(result)
     assert cli.status()[0] == 3
     assert not cli.segments()
+
+
+def test_metrics_host_0_0_0_0_listens_on_every_address(cli: Cli) -> None:
+    port = free_port()
+    cli.start("cli_targets:steady", "--metrics-port", str(port), "--metrics-host", "0.0.0.0", workers=1)
+    with open("/proc/net/tcp") as file:
+        listening = {line.split()[1] for line in file.read().splitlines()[1:] if line.split()[3] == "0A"}
+    assert f"00000000:{port:04X}" in listening, listening
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert b"poolctl_supervisor_up" in response.read()
+    cli.ok("stop")

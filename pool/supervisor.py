@@ -125,6 +125,7 @@ class Supervisor:
         self._next_rss = 0.0
         self._rng = random.Random()
         self._poller: select.poll | None = None
+        self._beat_due = 0.0  # when a heartbeat could next be too old (set by _watch_beats)
         self._exit_fds: dict[int, Slot] = {}  # fd readable when that slot's process exits
         self._next_sweep = 0.0
         self._ready = threading.Event()
@@ -400,8 +401,7 @@ class Supervisor:
             deadline = min(deadline, self._watchdog_at)
         if self._metrics is not None:
             deadline = min(deadline, self._metrics.next_deadline() or deadline)
-        timeout = self.spec.heartbeat_timeout
-        assert self.board is not None
+        deadline = min(deadline, self._beat_due)
         for slot in self._slots:
             if slot.restart_at is not None:
                 deadline = min(deadline, slot.restart_at)
@@ -411,9 +411,6 @@ class Supervisor:
                 deadline = min(deadline, slot.escalation.next_at)
             if slot.state is S.STARTING:
                 deadline = min(deadline, now + STARTING_POLL_S)
-            elif slot.state is S.RUNNING:
-                last = self.board.word(slot.index, "heartbeat_ns") / 1e9
-                deadline = min(deadline, now + max(0.0, last + timeout - time.monotonic()))
         return deadline
 
     def _drain_wake(self) -> None:
@@ -721,10 +718,13 @@ class Supervisor:
             )
 
     def _watch_beats(self, now: float) -> None:
+        """Promote first beats, start hang kills, and note when the next hang could be due
+        (``_beat_due``, for the loop's sleep: one pass over the board per wake, not two)."""
         assert self.board is not None
         board = self.board
         mono = time.monotonic_ns()
         timeout_ns = int(self.spec.heartbeat_timeout * 1e9)
+        soonest_ns = timeout_ns
         for slot in self._slots:
             if slot.state not in (S.STARTING, S.RUNNING) or slot.escalation is not None:
                 continue
@@ -739,7 +739,9 @@ class Supervisor:
                 board.word(slot.index, "heartbeat_ns") if beats else board.word(slot.index, "started_ns")
             )
             age_ns = mono - reference
-            if age_ns > timeout_ns:
+            if age_ns <= timeout_ns:
+                soonest_ns = min(soonest_ns, timeout_ns - age_ns)
+            else:
                 self.log.warning(
                     "worker %d (pid %d) hung: no heartbeat for %.1fs (timeout %gs); sending SIGTERM",
                     slot.index,
@@ -748,6 +750,7 @@ class Supervisor:
                     self.spec.heartbeat_timeout,
                 )
                 self._begin_escalation(slot, "hang", now)
+        self._beat_due = now + soonest_ns / 1e9
 
     def _begin_escalation(self, slot: Slot, why: str, now: float) -> None:
         esc = shutdown.begin(why, now, self.spec.grace)

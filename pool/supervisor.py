@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import resource
 import select
 import signal
 import threading
@@ -66,6 +67,22 @@ from statusboard.states import WorkerState as S
 TICK_S = 1.0
 SWEEP_S = 5.0  # also reap every worker this often, whether or not its fd said so (belt and braces)
 STARTING_POLL_S = 0.001  # while a worker has not beaten yet, look for its first beat this often (boot only)
+FDS_PER_WORKER = 5  # sentinel, pipe, pidfd, /proc statm, task channel
+
+
+def _allow_fds(wanted: int) -> None:
+    """Raise the soft open-files limit toward ``wanted`` (never above the hard limit, never
+    lower it): the common soft default of 1024 would stop a pool near 200 workers with
+    EMFILE, while the hard limit (systemd: 524288) allows the full 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # then EMFILE, reported as any spawn failure would be
+
+
 _SIGNAL_COMMANDS = {
     "SIGTERM": "stop",
     "SIGINT": "stop",
@@ -260,6 +277,7 @@ class Supervisor:
             # caller's __main__, as multiprocess does by default): ~50 ms less per worker.
             self._mp.set_forkserver_preload(["__main__", "pool.worker", "pool.taskworker"])
         self._fork = method == "fork"
+        _allow_fds(FDS_PER_WORKER * MAX_WORKERS + 64)
         rdir.ensure(self.runtime_dir)
         lock = SupervisorLock(self.runtime_dir)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

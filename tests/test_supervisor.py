@@ -452,3 +452,24 @@ def test_a_pool_late_to_be_ready_says_what_it_waits_for(runtime):
     message = str(err.value)
     assert "not ready within 1.0s: worker 0 " in message, message
     assert re.search(r"after \d+ restarts \(RuntimeError: raise_now: injected failure\)", message), message
+
+
+def test_a_low_soft_open_files_limit_does_not_cap_the_pool(tmp_path, spawn):
+    # 60 workers need ~4 fds each in the supervisor: far past a soft limit of 128.
+    code = """
+import resource, sys
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from scripts import supkit
+from pool.supervisor import Supervisor
+spec = supkit.make_spec("well_behaved", workers=60)
+with Supervisor(spec, runtime_dir=sys.argv[1]):
+    print(len(supkit.running(sys.argv[1], 60) or []), resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+"""
+    runtime = supkit.make_runtime(tmp_path)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = spawn.python(code, runtime, tests, os.path.dirname(tests))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    running, soft = map(int, out.split())
+    assert running == 60 and soft > 128, (running, soft)

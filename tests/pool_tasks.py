@@ -145,3 +145,24 @@ def hold_gil(seconds):
     """Block in a C call that keeps the GIL (libc sleep through PyDLL): no Python thread runs."""
     ctypes.PyDLL(None).sleep(int(seconds))
     return "woke"
+
+
+def record_pid(directory, key):
+    """Record one attempt of task ``key`` (``attempts-<key>``); return (key, this worker's pid)."""
+    _attempt(directory, key)
+    return key, os.getpid()
+
+
+def hold_until(directory, key, release, limit=20.0):
+    """Record the attempt of ``key``, run until the file ``release`` exists, return (key, pid)."""
+    _attempt(directory, key)
+    wait_for_file(release, limit)
+    return key, os.getpid()
+
+
+class CustomError(Exception):
+    """An exception class of the caller's own: it must come back as itself, not as a stand-in."""
+
+
+def raise_custom_error(message):
+    raise CustomError(message)

@@ -158,3 +158,36 @@ def grow_on_cue(ctx):
             ballast = bytearray(96 << 20)
             for i in range(0, len(ballast), 4096):
                 ballast[i] = 1
+
+
+TURNOVER_S = 0.15  # slow_turnover: seconds to its first beat, and again from the stop flag to its exit
+
+
+def slow_turnover(ctx):
+    """Takes TURNOVER_S to boot and TURNOVER_S to stop (gracefully, exit 0): a replacement keeps
+    the slot out of service long enough that two overlapping ones would be seen on the board."""
+    booted = time.monotonic() + TURNOVER_S
+    while time.monotonic() < booted:  # not ctx.wait(): that beats
+        if ctx.stopping:
+            return
+        time.sleep(0.01)
+    while not ctx.wait(0.05):
+        ctx.beat()
+    time.sleep(TURNOVER_S)
+
+
+def slot_1_down_until_generation_4(ctx):
+    """Slot 1's first three generations raise at once (a crash loop in backoff); later ones, and
+    every other slot, behave."""
+    if ctx.slot == 1 and ctx.generation < 4:
+        raise RuntimeError(f"slot 1 generation {ctx.generation} fails")
+    well_behaved(ctx)
+
+
+def ballast_at_boot(ctx):
+    """Holds 96 MiB of touched memory before its first beat (a worker whose imports alone are
+    big), then behaves: over a 64M max_rss from its very start."""
+    ballast = bytearray(96 << 20)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    well_behaved(ctx)

@@ -49,7 +49,7 @@ from pool.runtime_doc import cleanup_previous, runtime_document
 from pool.sdnotify import SystemdNotifier
 from pool.signals import queued_signals
 from pool.slot import Slot, StopResult, WorkerHooks
-from pool.spec import MAX_WORKERS, PoolSpec
+from pool.spec import MAX_WORKERS, PoolSpec, format_size
 from pool.state import Event, next_state
 from pool.worker import BOOT_ERROR_EXIT, WorkerArgs, worker_main
 from statusboard import runtime_dir as rdir
@@ -67,6 +67,7 @@ from statusboard.states import WorkerState as S
 TICK_S = 1.0
 SWEEP_S = 5.0  # also reap every worker this often, whether or not its fd said so (belt and braces)
 STARTING_POLL_S = 0.001  # while a worker has not beaten yet, look for its first beat this often (boot only)
+AGE_LIMIT = "max_age"  # a queued recycle for age: its log line is worded when it starts
 FDS_PER_WORKER = 5  # sentinel, pipe, pidfd, /proc statm, task channel
 
 
@@ -575,7 +576,7 @@ class Supervisor:
         slot.ticks = start_ticks(process.pid) or 0
         slot.started = now
         slot.restart_at = None
-        slot.draining = slot.recycle_queued = False
+        slot.draining = slot.recycle_queued = slot.born_over_rss = False
         limit = age_limit(self.spec, self._rng)
         slot.recycle_at = None if limit is None else now + limit
         slot.rss = 0
@@ -749,6 +750,7 @@ class Supervisor:
             beats = board.word(slot.index, "beats")
             if slot.state is S.STARTING and beats:
                 self._set_state(slot, Event.FIRST_BEAT)
+                self._check_birth_rss(slot)
                 if slot.replace:
                     slot.replace = False
                     if self._rolling and self._rolling[0] == slot.index:
@@ -853,12 +855,35 @@ class Supervisor:
         for slot in self._slots:
             if slot.state is not S.RUNNING or slot.recycle_queued or slot.replace or slot.retire:
                 continue
-            reason = over_rss(self.spec, slot.rss)
+            reason = None if slot.born_over_rss else over_rss(self.spec, slot.rss)
             if reason is None and slot.recycle_at is not None and now >= slot.recycle_at:
-                reason = f"max_age {self.spec.max_age:g}s reached (age {now - slot.started:.1f}s)"
+                reason = AGE_LIMIT  # worded when it starts, with the age it then has
             if reason is not None:
                 slot.recycle_queued = True
                 self._recycles.append((slot.index, slot.generation, reason))
+
+    def _check_birth_rss(self, slot: Slot) -> None:
+        """A worker already past max_rss when it first beats (big imports, or forked from a
+        big parent) gains nothing from a replacement, which starts just as big: recycling
+        it would churn processes forever. Say so once and leave it to the operator."""
+        if self.spec.max_rss is None or not self.spec.rss_interval:
+            return
+        rss = self._rss.sample(slot.pid)
+        if rss is None:
+            return
+        slot.rss = rss
+        assert self.board is not None
+        self.board.set_lifecycle(slot.index, rss_bytes=rss)
+        if over_rss(self.spec, rss) is not None:
+            slot.born_over_rss = True
+            self.log.warning(
+                "worker %d (pid %d) starts at rss %s, already over max_rss %s: not recycling it "
+                "for memory (a replacement would start as big); raise --max-rss",
+                slot.index,
+                slot.pid,
+                format_size(rss),
+                format_size(self.spec.max_rss),
+            )
 
     def _advance_recycling(self, now: float) -> None:
         """Start the next queued recycle once no other replacement is under way."""
@@ -871,6 +896,8 @@ class Supervisor:
             if any(s.replace for s in self._slots) or not may_start(slot, self._slots, self._desired):
                 return  # one at a time, and never fewer than N-1 serving
             self._recycles.popleft()
+            if reason == AGE_LIMIT:
+                reason = f"max_age {self.spec.max_age:g}s reached (age {now - slot.started:.1f}s)"
             slot.recycle_queued = True
             slot.replace = True
             slot.recycled += 1

@@ -187,6 +187,8 @@ def test_a_worker_over_max_rss_from_its_start_is_not_recycled_in_a_loop(runtime)
         + "; ".join(m[0] for m in found[:3])
     )
     assert all(w["pid"] for w in rows), rows
+    warned = supkit.log_lines(runtime, "already over max_rss 64M: not recycling it for memory")
+    assert len(warned) >= 2, supkit.read_log(runtime)  # each worker says why it is left alone
 
 
 def test_rss_on_the_board_is_the_workers_resident_memory_and_follows_it(runtime):

@@ -45,6 +45,8 @@ from typing import Any
 
 import psutil
 import pytest
+from cli_targets import Cli, cli_session
+from scripts import supkit
 
 from statusboard import liveness, runtime_file
 from statusboard.board import SEGMENT_PREFIX, Board, WorkerRow, segment_path, shm_dir
@@ -273,6 +275,29 @@ def _no_leaks() -> Iterator[None]:
 
 
 # -- directories -----------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(runtime_dir: Path) -> Iterator[Cli]:
+    """A `poolctl` runner for one pool in ``runtime_dir``; every process of it is killed by pid
+    at teardown (tests/cli_targets.py)."""
+    with cli_session(runtime_dir) as session:
+        yield session
+
+
+@pytest.fixture
+def supervised() -> Iterator[None]:
+    """For supervisors embedded in this process: fail a test that leaves one of their
+    workers or boards behind (tests/scripts/supkit.py). Use with
+    ``pytestmark = pytest.mark.usefixtures("supervised")``."""
+    with supkit.leak_check():
+        yield
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Path:
+    """A fresh runtime directory for an embedded supervisor."""
+    return supkit.make_runtime(tmp_path)
 
 
 @pytest.fixture

@@ -21,12 +21,6 @@ from cli_targets import TESTS_DIR, Cli, cli_session, lock_holders
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
-
-
 def assert_one_line_error(result, code: int) -> str:
     assert result.code == code, str(result)
     lines = result.err_lines

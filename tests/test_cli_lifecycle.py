@@ -19,7 +19,7 @@ from typing import Any
 import cli_targets
 import psutil
 import pytest
-from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, alive, cli_session, lock_holders, wait_for
+from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, alive, lock_holders, wait_for
 
 from pool.titles import supervisor_title
 from statusboard.liveness import start_ticks
@@ -27,12 +27,6 @@ from statusboard.probe import probe
 
 pytestmark = pytest.mark.timeout(120)
 LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (INFO|WARNING|ERROR) +\S")
-
-
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def worker_pids(document: dict[str, Any]) -> list[tuple[int, int | None]]:

@@ -27,12 +27,6 @@ from statusboard.probe import probe
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
-
-
 @pytest.fixture(scope="module")
 def stopped_document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """runtime.json as a real supervisor left it after a clean stop (a template to craft from)."""

@@ -16,17 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_targets import Cli, cli_session, normalise_common, wait_for, wait_gone
+from cli_targets import Cli, normalise_common, wait_for, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("POOLCTL_UPDATE_SNAPSHOTS") == "1"
-
-
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def check_snapshot(name: str, text: str) -> None:

@@ -19,12 +19,6 @@ from statusboard.probe import probe
 CLI_CALLS_PER_PHASE = 60  # two phases: 120 CLI `status --json` calls, plus > 1000 in-process reads
 
 
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
-
-
 @pytest.fixture(scope="module")
 def real_runtime_json(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The bytes of a real runtime.json, as a supervisor wrote it while running."""

@@ -9,21 +9,14 @@ Cycles alternate 1 and 2 workers and keep timeouts short, so each takes ~2 s.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_targets import Cli, alive, cli_session
+from cli_targets import Cli, alive
 
 from statusboard.liveness import start_ticks
 
 CYCLES = 50
-
-
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def _processes(document: dict[str, Any]) -> list[tuple[int, int | None]]:

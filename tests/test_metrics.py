@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_targets import Cli, cli_session, wait_for
+from cli_targets import Cli, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from pool.metrics_http import CONTENT_TYPE, MAX_CLIENTS, MetricsServer
@@ -157,12 +157,6 @@ def test_the_status_path_never_imports_prometheus_client(tmp_path: Path) -> None
 
 
 # -- `poolctl metrics` against real pools --------------------------------------------------------
-
-
-@pytest.fixture
-def cli(runtime_dir: Path) -> Iterator[Cli]:
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def metrics(cli: Cli, expect: int = 0) -> Samples:

@@ -15,16 +15,7 @@ from pool.supervisor import Supervisor
 from statusboard import liveness
 from statusboard.probe import probe
 
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    return supkit.make_runtime(tmp_path)
+pytestmark = pytest.mark.usefixtures("supervised")
 
 
 @pytest.mark.parametrize("mode", ["pdeathsig", "fallback"])

@@ -22,14 +22,8 @@ from scripts.supkit import wait_until
 import statusboard
 from pool import Pool
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.usefixtures("supervised"), pytest.mark.timeout(90)]
 RECYCLED_RE = re.compile(r"worker (\d+) \(pid (\d+)\) recycled: (.*) \(recycle (\d+); not a crash\)$")
-
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
 
 
 @pytest.fixture

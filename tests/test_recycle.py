@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 import targets
-from cli_targets import Cli, cli_session, wait_for
+from cli_targets import Cli, wait_for
 from scripts import supkit
 from scripts.supkit import wait_until
 
@@ -37,22 +37,11 @@ from pool.supervisor import Supervisor
 from statusboard.probe import probe
 from statusboard.states import WorkerState as S
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.usefixtures("supervised"), pytest.mark.timeout(60)]
 MIB = 1 << 20
 MAX_RSS = 64 * MIB
 GROWTH = 96 * MIB  # what targets.grow_on_cue holds after its cue
 RECYCLED_RE = re.compile(r"worker (\d+) \(pid (\d+)\) recycled: (.*) \(recycle (\d+); not a crash\)$")
-
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    return supkit.make_runtime(tmp_path)
 
 
 def stamp(line: str) -> float:
@@ -413,12 +402,6 @@ def test_a_due_recycle_waits_until_the_other_worker_serves_again(runtime):
 
 
 # -- through the CLI --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def test_cli_max_rss_recycles_and_status_shows_recycled_and_rss(cli: Cli) -> None:

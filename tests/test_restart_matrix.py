@@ -16,6 +16,8 @@ from scripts.supkit import wait_until
 
 from pool.supervisor import Supervisor
 
+pytestmark = pytest.mark.usefixtures("supervised")
+
 REASONS = {
     # reason: (target, what the test sends slot 0, exit code the board must show)
     "ok": ("exit_on_cue", signal.SIGUSR1, 0),
@@ -30,12 +32,6 @@ RESTARTED = {
     "temporary": set(),
 }
 EXIT_TEXT = {0: "code 0", 1: "code 1", -9: "signal SIGKILL", -15: "signal SIGTERM", -11: "signal SIGSEGV"}
-
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
 
 
 @pytest.mark.timeout(30)

@@ -21,19 +21,10 @@ from pool.supervisor import Supervisor
 from statusboard.liveness import start_ticks
 from statusboard.probe import probe
 
+pytestmark = pytest.mark.usefixtures("supervised")
+
 NO_SUCH_PID = 2**22 + 17  # above Linux's largest pid_max
 AFTER_GRACE = r"(0\.[5-9]|1\.\d)"  # SIGKILL comes at grace (0.5 s), not before; later under load
-
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    return supkit.make_runtime(tmp_path)
 
 
 # -- the escalation plan, time injected ---------------------------------------------

@@ -14,16 +14,7 @@ from scripts.supkit import ScriptSupervisor, wait_until
 
 from statusboard.probe import probe
 
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    return supkit.make_runtime(tmp_path)
+pytestmark = pytest.mark.usefixtures("supervised")
 
 
 @pytest.mark.parametrize(

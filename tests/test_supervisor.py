@@ -19,18 +19,8 @@ from pool.errors import AlreadyRunning, PoolError, SpecError
 from pool.supervisor import Supervisor
 from statusboard.probe import probe
 
+pytestmark = pytest.mark.usefixtures("supervised")
 LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (INFO|WARNING|ERROR) +\S")
-
-
-@pytest.fixture(autouse=True)
-def _leaks():
-    with supkit.leak_check():
-        yield
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    return supkit.make_runtime(tmp_path)
 
 
 def stamp(line: str) -> float:

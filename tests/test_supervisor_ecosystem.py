@@ -12,19 +12,12 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, cli_session
+from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli
 from prometheus_client.parser import text_string_to_metric_families
 
 WATCHDOG_USEC = 400_000  # systemd's WatchdogSec=0.4: we must ping every 0.2 s
-
-
-@pytest.fixture
-def cli(runtime_dir: Path) -> Iterator[Cli]:
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 @pytest.fixture

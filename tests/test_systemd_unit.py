@@ -10,11 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_targets import POOLCTL, TESTS_DIR, Cli, cli_session, run, wait_for
+from cli_targets import POOLCTL, TESTS_DIR, Cli, run, wait_for
 
 from cli.systemd_unit import UnitOptions, poolctl_command, render_unit
 
@@ -237,12 +236,6 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 
 
 # -- the ExecStart runs the pool ------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(runtime_dir: Path) -> Iterator[Cli]:
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def test_exec_start_runs_the_pool_and_sigterm_stops_it(cli: Cli, spawn) -> None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
-from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, cli_session, wait_for
+from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, wait_for
 from scripts import supkit
 
 import statusboard
@@ -23,12 +22,6 @@ from pool.supervisor import Supervisor
 from pool.titles import supervisor_title, worker_title
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def cli(runtime_dir: Path):
-    with cli_session(runtime_dir) as session:
-        yield session
 
 
 def ps_args(pid: int) -> str:

@@ -7,9 +7,18 @@ changes only the 15-byte comm, which ``ps -o args`` does not show, and a
 hand-made argv rewrite is the ctypes and environ-relocation work setproctitle
 already does well. Only processes we own get a title: an embedding program's
 process (the task pool's caller) keeps its own.
+
+SPT_NOENV: left to itself, setproctitle makes room for a long title by moving the
+environment and writing over its old place, which blanks /proc/PID/environ (what
+`ps e`, debuggers and our own tests read). We keep the environment; the title is
+then bounded by the original command line's length (the daemon's and the
+forkserver's are long; a worker forked from a short `python app.py` gets a
+shortened title).
 """
 
 from __future__ import annotations
+
+import os
 
 
 def supervisor_title(pool: str) -> str:
@@ -25,4 +34,10 @@ def set_title(title: str) -> None:
         from setproctitle import setproctitle
     except ImportError:  # a broken install must not stop a worker from working
         return
-    setproctitle(title)
+    had = os.environ.get("SPT_NOENV")
+    os.environ["SPT_NOENV"] = "1"  # read by setproctitle's first call: never clobber environ
+    try:
+        setproctitle(title)
+    finally:
+        if had is None:
+            os.environ.pop("SPT_NOENV", None)

@@ -66,6 +66,21 @@ def test_ps_shows_the_daemon_supervisor_and_each_worker_with_its_generation(cli:
     cli.ok("stop")
 
 
+def test_a_retitled_process_keeps_its_environment(cli: Cli) -> None:
+    # setproctitle would otherwise reuse the environ area for the title: /proc/PID/environ
+    # (ps e, debuggers, this suite's own leak finder) would read empty.
+    cli.start("cli_targets:steady", workers=1)
+    document = cli.status()[1]
+    token = os.environ["POOLCTL_TEST_SESSION"].encode()
+    for pid in (document["supervisor"]["pid"], document["workers"][0]["pid"]):
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        assert b"POOLCTL_TEST_SESSION=" + token in environ, (pid, environ[:5])
+        assert not any(item.startswith(b"SPT_NOENV=") for item in environ)  # not left behind
+        assert ps_args(pid).startswith("poolctl: ")
+    cli.ok("stop")
+
+
 def test_ps_shows_the_foreground_supervisor(cli: Cli, spawn) -> None:
     argv = [POOLCTL, "--name", cli.name, "--runtime-dir", str(cli.directory), "start", "cli_targets:steady"]
     proc = spawn([*argv, "-w", "1", *FAST, "--foreground"], cwd=TESTS_DIR)

@@ -294,6 +294,25 @@ def supervised() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def forkserver_stopped() -> Iterator[None]:
+    """multiprocess's forkserver (pool.Pool's default start) outlives every pool, a child of
+    pytest: stop it after the module. Use with pytest.mark.usefixtures."""
+    yield
+    import multiprocess.forkserver
+
+    multiprocess.forkserver._forkserver._stop()
+
+
+@pytest.fixture
+def private_runtime_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Pool() makes its private runtime directory under here, not in $HOME."""
+    root = tmp_path / "runtime-root"
+    root.mkdir(mode=0o700)
+    monkeypatch.setenv("POOLCTL_RUNTIME_DIR", str(root))
+    return root
+
+
 @pytest.fixture
 def runtime(tmp_path: Path) -> Path:
     """A fresh runtime directory for an embedded supervisor."""

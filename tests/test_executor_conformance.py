@@ -33,7 +33,7 @@ import pytest
 
 from pool import Pool
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.usefixtures("forkserver_stopped", "private_runtime_root"), pytest.mark.timeout(60)]
 KINDS = ("thread", "process", "pool")
 WAIT_S = 30.0  # bound on any result the tests wait for (all of them come in milliseconds)
 
@@ -47,23 +47,6 @@ FACTORIES: dict[str, Callable[[int], Executor]] = {
     "process": ProcessPoolExecutor,
     "pool": _pool,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_forkserver():
-    """multiprocess's forkserver (Pool's default start) outlives every pool: stop it after this module."""
-    yield
-    import multiprocess.forkserver
-
-    multiprocess.forkserver._forkserver._stop()
-
-
-@pytest.fixture(autouse=True)
-def _private_runtime_root(tmp_path, monkeypatch):
-    """Pool() makes its private runtime directory under here, not in $HOME."""
-    root = tmp_path / "runtime-root"
-    root.mkdir(mode=0o700)
-    monkeypatch.setenv("POOLCTL_RUNTIME_DIR", str(root))
 
 
 @pytest.fixture(params=KINDS)

@@ -19,26 +19,10 @@ import pytest
 import statusboard
 from pool import Pool, WorkerCrashed
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.usefixtures("forkserver_stopped", "private_runtime_root"), pytest.mark.timeout(90)]
 ORPHAN_SCRIPT = Path(__file__).resolve().parent / "scripts" / "pool_orphan.py"
 KINDS = ("kill", "exit", "segv")
 EXPECTED_EXIT = {"kill": "signal SIGKILL", "exit": "code 3", "segv": "signal SIGSEGV"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_forkserver():
-    """multiprocess's forkserver outlives every pool (a child of pytest): stop it after this module."""
-    yield
-    import multiprocess.forkserver
-
-    multiprocess.forkserver._forkserver._stop()
-
-
-@pytest.fixture(autouse=True)
-def _private_runtime_root(tmp_path, monkeypatch):
-    root = tmp_path / "runtime-root"
-    root.mkdir(mode=0o700)
-    monkeypatch.setenv("POOLCTL_RUNTIME_DIR", str(root))
 
 
 @pytest.fixture

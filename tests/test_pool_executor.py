@@ -24,20 +24,11 @@ import statusboard
 from pool import Pool, WorkerCrashed
 from pool.taskwire import RemoteTraceback
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.usefixtures("forkserver_stopped"), pytest.mark.timeout(60)]
 SLOW_MARGIN_S = 1.5  # this runs on loaded CI boxes: bounds are generous, never unbounded
 
 
 # -- fixtures ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_forkserver():
-    """multiprocess's forkserver outlives every pool (a child of pytest): stop it after this module."""
-    yield
-    import multiprocess.forkserver
-
-    multiprocess.forkserver._forkserver._stop()
 
 
 @pytest.fixture(autouse=True)

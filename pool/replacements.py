@@ -1,0 +1,143 @@
+"""Planned replacements: rolling restart, recycling (max_rss, max_age, the task pool's
+drain) and task-timeout kills. None counts as a crash, and at most one runs at a
+time, never leaving fewer than N-1 workers serving. Part of Supervisor
+(pool/supervisor.py); the policy pieces are pool/recycle.py.
+"""
+
+from __future__ import annotations
+
+from pool import shutdown
+from pool.loop_state import LoopState
+from pool.recycle import may_start, over_rss
+from pool.slot import Slot
+from pool.spec import format_size
+from statusboard.states import WorkerState as S
+
+AGE_LIMIT = "max_age"  # a queued recycle for age: its log line is worded when it starts
+
+
+class Replacements(LoopState):
+    def _replace_now(self) -> None:
+        while self._replacements:
+            index, generation, reason = self._replacements.popleft()
+            if index >= len(self._slots):
+                continue
+            slot = self._slots[index]
+            if slot.alive and slot.generation == generation and not slot.retire:
+                self.log.warning("worker %d (pid %d) killed: %s; replacing it", index, slot.pid, reason)
+                slot.replace = True
+                shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
+
+    def _sample_rss(self, now: float) -> None:
+        interval = self.spec.rss_interval
+        if not interval or now < self._next_rss:
+            return
+        self._next_rss = now + interval
+        assert self.board is not None
+        for slot in self._slots:
+            if slot.alive:
+                rss = self._rss.sample(slot.pid)
+                if rss is not None and rss != slot.rss:
+                    slot.rss = rss
+                    self.board.set_lifecycle(slot.index, rss_bytes=rss)
+
+    def _check_limits(self, now: float) -> None:
+        """Queue the workers past max_rss or max_age for recycling (once per process)."""
+        if self._stopping:
+            return
+        for slot in self._slots:
+            if slot.state is not S.RUNNING or slot.recycle_queued or slot.replace or slot.retire:
+                continue
+            reason = None if slot.born_over_rss else over_rss(self.spec, slot.rss)
+            if reason is None and slot.recycle_at is not None and now >= slot.recycle_at:
+                reason = AGE_LIMIT  # worded when it starts, with the age it then has
+            if reason is not None:
+                slot.recycle_queued = True
+                self._recycles.append((slot.index, slot.generation, reason))
+
+    def _check_birth_rss(self, slot: Slot) -> None:
+        """A worker already past max_rss when it first beats (big imports, or forked from a
+        big parent) gains nothing from a replacement, which starts just as big: recycling
+        it would churn processes forever. Say so once and leave it to the operator."""
+        if self.spec.max_rss is None or not self.spec.rss_interval:
+            return
+        rss = self._rss.sample(slot.pid)
+        if rss is None:
+            return
+        slot.rss = rss
+        assert self.board is not None
+        self.board.set_lifecycle(slot.index, rss_bytes=rss)
+        if over_rss(self.spec, rss) is not None:
+            slot.born_over_rss = True
+            self.log.warning(
+                "worker %d (pid %d) starts at rss %s, already over max_rss %s: not recycling it "
+                "for memory (a replacement would start as big); raise --max-rss",
+                slot.index,
+                slot.pid,
+                format_size(rss),
+                format_size(self.spec.max_rss),
+            )
+
+    def _advance_recycling(self, now: float) -> None:
+        """Start the next queued recycle once no other replacement is under way."""
+        while self._recycles and not self._stopping and not self._rolling:
+            index, generation, reason = self._recycles[0]
+            slot = self._slots[index] if index < len(self._slots) else None
+            if slot is None or not slot.alive or slot.generation != generation or slot.retire:
+                self._recycles.popleft()  # that process is gone already
+                continue
+            if any(s.replace for s in self._slots) or not may_start(slot, self._slots, self._desired):
+                return  # one at a time, and never fewer than N-1 serving
+            self._recycles.popleft()
+            if reason == AGE_LIMIT:
+                reason = f"max_age {self.spec.max_age:g}s reached (age {now - slot.started:.1f}s)"
+            slot.recycle_queued = True
+            slot.replace = True
+            slot.recycled += 1
+            assert self.board is not None
+            self.board.set_lifecycle(slot.index, recycled=slot.recycled)
+            self.log.info(
+                "worker %d (pid %d) recycled: %s (recycle %d; not a crash)",
+                slot.index,
+                slot.pid,
+                reason,
+                slot.recycled,
+            )
+            if self._hooks is not None and self._hooks.recycle(slot.index, slot.generation, reason):
+                slot.draining = True  # the embedder finishes its work, then release_worker()
+            else:
+                self._begin_escalation(slot, "recycle", now)
+            return
+
+    def _release_drained(self, now: float) -> None:
+        while self._releases:
+            index, generation = self._releases.popleft()
+            slot = self._slots[index] if index < len(self._slots) else None
+            if slot is not None and slot.alive and slot.generation == generation and slot.draining:
+                slot.draining = False
+                if slot.escalation is None:
+                    self._begin_escalation(slot, "recycle", now)
+
+    def _start_rolling(self) -> None:
+        if self._rolling:
+            self.log.info("rolling restart already in progress")
+            return
+        assert self.board is not None
+        self.board.set_header(generation=self.board.header_word("generation") + 1)
+        self._rolling.extend(s.index for s in self._slots if s.index < self._desired)
+        self.log.info("rolling restart of %d workers, one at a time", len(self._rolling))
+
+    def _advance_rolling(self, now: float) -> None:
+        while self._rolling and not self._stopping:
+            slot = self._slots[self._rolling[0]] if self._rolling[0] < len(self._slots) else None
+            if slot is not None and slot.replace and not slot.retire:
+                return  # being replaced (maybe in backoff after a crash): wait for its first beat
+            if slot is None or slot.retire or slot.state in (S.FAILED, S.EXITED, S.BACKOFF, S.EMPTY):
+                self._rolling.popleft()
+                continue
+            if slot.state is S.RUNNING and slot.escalation is None:
+                if any(s.replace for s in self._slots):
+                    return  # a recycle is under way: one replacement at a time
+                slot.replace = True
+                self._begin_escalation(slot, "rolling", now)
+            return

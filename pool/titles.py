@@ -8,12 +8,12 @@ hand-made argv rewrite is the ctypes and environ-relocation work setproctitle
 already does well. Only processes we own get a title: an embedding program's
 process (the task pool's caller) keeps its own.
 
-SPT_NOENV: left to itself, setproctitle makes room for a long title by moving the
-environment and writing over its old place, which blanks /proc/PID/environ (what
-`ps e`, debuggers and our own tests read). We keep the environment; the title is
-then bounded by the original command line's length (the daemon's and the
-forkserver's are long; a worker forked from a short `python app.py` gets a
-shortened title).
+SPT_NOENV: to fit a title longer than the original command line, setproctitle
+moves the environment and writes over its old place, which blanks /proc/PID/environ
+(what `ps e`, debuggers and our own tests read). We let it do so only when the title
+would not fit otherwise: the daemon's and the forkserver's command lines are long,
+so their processes keep their environment; a worker forked from a short
+`python app.py` gets its whole title and loses /proc/PID/environ.
 """
 
 from __future__ import annotations
@@ -35,9 +35,19 @@ def set_title(title: str) -> None:
     except ImportError:  # a broken install must not stop a worker from working
         return
     had = os.environ.get("SPT_NOENV")
-    os.environ["SPT_NOENV"] = "1"  # read by setproctitle's first call: never clobber environ
+    if len(title) < _command_line_room():
+        os.environ["SPT_NOENV"] = "1"  # read by setproctitle's first call: keep environ
     try:
         setproctitle(title)
     finally:
         if had is None:
             os.environ.pop("SPT_NOENV", None)
+
+
+def _command_line_room() -> int:
+    """Bytes of the original argv area (what a title can use without moving environ)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            return len(f.read())
+    except OSError:
+        return 0

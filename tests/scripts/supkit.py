@@ -166,14 +166,20 @@ def reap_quietly(pid: int) -> None:
 
 
 def tagged_processes() -> list[psutil.Process]:
-    """Live (non-zombie) processes other than this one carrying this session's token."""
+    """Live (non-zombie) processes other than this one carrying this session's token, or
+    titled as a worker of a pool this process named (a worker forked from this process
+    shows our exec-time environment, without the token set since)."""
     me = os.getpid()
+    ours = f"-{me}-"
     found = []
-    for proc in psutil.process_iter(["pid", "status"]):
+    for proc in psutil.process_iter(["pid", "status", "cmdline"]):
         if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
+        title = " ".join(proc.info["cmdline"] or [])
         try:
-            if proc.environ().get(TOKEN_VAR) == TOKEN:
+            if (title.startswith("poolctl: ") and f"[{POOL_PREFIX}" in title and ours in title) or (
+                proc.environ().get(TOKEN_VAR) == TOKEN
+            ):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue

@@ -51,10 +51,9 @@ class Globals:
     @property
     def directory(self) -> Path:
         """The runtime directory; one that exists must be safe (ours, no symlink, 0700-ish)."""
-        path = rdir.resolve(self.name, self.runtime_dir)
-        if os.path.lexists(path):
-            rdir.check(path)
-        return path
+        from cli.stop_cmd import checked_directory
+
+        return checked_directory(self.name, self.runtime_dir)
 
 
 def _version(value: bool) -> None:
@@ -296,25 +295,10 @@ def stop(
     ] = None,
 ) -> int:
     """Stop the pool and verify every process is gone (exit 1 naming any survivor)."""
-    from pool.stopper import stop_pool
+    from cli.stop_cmd import stop_main
 
     g: Globals = ctx.obj
-    outcome = stop_pool(g.directory, timeout=timeout if timeout is not None else _grace(g) + 5.0)
-    if not outcome.ok:
-        raise CliError(outcome.message)
-    typer.echo(f"pool {g.name}: {outcome.message}")
-    return ExitCode.OK
-
-
-def _grace(g: Globals) -> float:
-    from statusboard import runtime_file
-    from statusboard.errors import RuntimeFileError
-
-    try:
-        value = runtime_file.read(g.directory).get("grace_s")
-    except RuntimeFileError:
-        return 5.0
-    return float(value) if isinstance(value, int | float) else 5.0
+    return stop_main(g.name, g.runtime_dir, timeout=timeout)
 
 
 @app.command()
@@ -342,9 +326,10 @@ def restart(
     spec_doc = document.get("spec")
     if not isinstance(spec_doc, dict):
         raise CliError(f"{g.directory}/runtime.json records no pool settings; use start")
+    from cli.stop_cmd import grace_of
     from pool.stopper import stop_pool
 
-    outcome = stop_pool(g.directory, timeout=_grace(g) + 5.0)
+    outcome = stop_pool(g.directory, timeout=grace_of(g.directory) + 5.0)
     if not outcome.ok:
         raise CliError(outcome.message)
     return _start(g, PoolSpec(**spec_doc), foreground=False, wait=wait)

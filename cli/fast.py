@@ -1,9 +1,9 @@
-"""The `poolctl status` fast path: recognise a plain status call before typer loads.
+"""The fast path: recognise a plain `status` or `stop` call before typer loads.
 
-typer stays the only definition of the command and its help: anything this
+typer stays the only definition of the commands and their help: anything this
 parser does not fully understand (--help, an unknown option, a bad value) is
-left to typer, which reports it properly. Importing typer costs ~48 ms here,
-more than the whole status check.
+left to typer, which reports it properly. Importing typer and building its
+command tree costs ~100 ms here, more than the whole status check.
 """
 
 from __future__ import annotations
@@ -11,25 +11,23 @@ from __future__ import annotations
 import math
 
 _GLOBAL_VALUE = ("--name", "--runtime-dir")
-_STATUS_VALUE = ("--supervisor-timeout",)
+# command -> (its options taking a positive number of seconds, its flags)
+_COMMANDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "status": ({"--supervisor-timeout": "supervisor_timeout"}, {"--json": "as_json"}),
+    "stop": ({"--timeout": "timeout"}, {}),
+}
 
 
-def parse_status(argv: list[str]) -> dict[str, object] | None:
-    """Options of a `[globals] status [--json] [--supervisor-timeout S]` call, else None."""
-    options: dict[str, object] = {
-        "name": "default",
-        "runtime_dir": None,
-        "debug": False,
-        "as_json": False,
-        "supervisor_timeout": 5.0,
-    }
-    seen_status = False
+def parse_fast(argv: list[str]) -> tuple[str, dict[str, object]] | None:
+    """(command, options) of a plain `[globals] status|stop [options]` call, else None."""
+    options: dict[str, object] = {"name": "default", "runtime_dir": None, "debug": False}
+    command: str | None = None
     i = 0
     while i < len(argv):
         token = argv[i]
         key, eq, inline = token.partition("=")
-        allowed = _STATUS_VALUE if seen_status else _GLOBAL_VALUE
-        if key in allowed:
+        seconds, flags = _COMMANDS[command] if command else ({}, {})
+        if key in (seconds if command else _GLOBAL_VALUE):
             if eq:
                 value = inline
             elif i + 1 < len(argv):
@@ -37,28 +35,33 @@ def parse_status(argv: list[str]) -> dict[str, object] | None:
                 value = argv[i]
             else:
                 return None
-            if key == "--supervisor-timeout":
-                try:
-                    timeout = float(value)
-                except ValueError:
+            if command:
+                number = _seconds(value)
+                if number is None:
                     return None
-                if not math.isfinite(timeout) or timeout <= 0:
-                    return None
-                options["supervisor_timeout"] = timeout
+                options[seconds[key]] = number
             elif key == "--name" and not _valid_name(value):
                 return None  # typer reports it as a usage error (exit 2; status's 1 means "stale")
             else:
                 options[key[2:].replace("-", "_")] = value
-        elif token == "--debug" and not seen_status:
+        elif token == "--debug" and not command:
             options["debug"] = True
-        elif token == "status" and not seen_status:
-            seen_status = True
-        elif token == "--json" and seen_status:
-            options["as_json"] = True
+        elif token in _COMMANDS and not command:
+            command = token
+        elif token in flags:
+            options[flags[token]] = True
         else:
             return None
         i += 1
-    return options if seen_status else None
+    return (command, options) if command else None
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _valid_name(name: str) -> bool:

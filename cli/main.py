@@ -21,19 +21,28 @@ def run(argv: list[str] | None = None) -> None:
 def main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
-        from cli.fast import parse_status
+        from cli.fast import parse_fast
 
-        fast = parse_status(argv)
-        if fast is not None:
-            from cli.status_cmd import status_main
+        fast = parse_fast(argv)
+        if fast is None:
+            return _run_typer(argv)
+        command, options = fast
+        name = str(options["name"])
+        runtime_dir = options["runtime_dir"] if isinstance(options["runtime_dir"], str) else None
+        if command == "stop":
+            from cli.stop_cmd import stop_main
 
-            return status_main(
-                str(fast["name"]),
-                fast["runtime_dir"] if isinstance(fast["runtime_dir"], str) else None,
-                as_json=bool(fast["as_json"]),
-                supervisor_timeout=float(fast["supervisor_timeout"]),  # type: ignore[arg-type]
-            )
-        return _run_typer(argv)
+            timeout = options.get("timeout")
+            return stop_main(name, runtime_dir, timeout=timeout if isinstance(timeout, float) else None)
+        from cli.status_cmd import status_main
+
+        supervisor_timeout = options.get("supervisor_timeout")
+        return status_main(
+            name,
+            runtime_dir,
+            as_json=bool(options.get("as_json")),
+            supervisor_timeout=supervisor_timeout if isinstance(supervisor_timeout, float) else None,
+        )
     except KeyboardInterrupt:
         _error("interrupted", debug)
         return ExitCode.INTERRUPTED

@@ -14,11 +14,12 @@ def status_main(
     runtime_dir: str | None,
     *,
     as_json: bool = False,
-    supervisor_timeout: float = DEFAULT_SUPERVISOR_TIMEOUT_S,
+    supervisor_timeout: float | None = None,
 ) -> int:
     """Print the pool's status; return the LSB-style exit code (statusboard.health.StatusCode)."""
     directory = resolve_str(name, runtime_dir)
-    report = probe(directory, name, supervisor_timeout_s=supervisor_timeout)
+    timeout = DEFAULT_SUPERVISOR_TIMEOUT_S if supervisor_timeout is None else supervisor_timeout
+    report = probe(directory, name, supervisor_timeout_s=timeout)
     if as_json:
         sys.stdout.write(json.dumps(report.document) + "\n")
     else:

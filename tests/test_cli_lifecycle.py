@@ -437,3 +437,20 @@ def test_demo_runs_crash_and_hang_and_leaves_nothing(tmp_path: Path) -> None:
     assert "worker 2 restarting" in out, out
     assert out.splitlines()[-1].startswith("demo pool stopped: stopped"), out
     assert list(tmp_path.iterdir()) == [], "the demo left its runtime directory behind"
+
+
+def test_a_plain_stop_runs_before_typer_loads(cli: Cli) -> None:
+    # typer (and its command tree) cost more than the stop itself; like status, a plain
+    # `stop [--timeout S]` is parsed by cli/fast.py and never imports typer, numpy or psutil.
+    cli.start("cli_targets:steady", workers=2)
+    pids = [w["pid"] for w in cli.status()[1]["workers"]]
+    code = (
+        "import sys; from cli.main import main; "
+        f"rc = main(['--name', {cli.name!r}, '--runtime-dir', {str(cli.directory)!r}, 'stop', '--timeout', '10']); "
+        "print(rc, *(m in sys.modules for m in ('typer', 'numpy', 'psutil', 'multiprocess')))"
+    )
+    result = cli_targets.run([sys.executable, "-c", code], cwd=TESTS_DIR)
+    assert result.out.splitlines()[-1] == "0 False False False False", str(result)
+    assert f"pool {cli.name}: " in result.out
+    assert cli.status()[0] == 3
+    assert not cli_targets.wait_gone([(pid, None) for pid in pids], 5.0)

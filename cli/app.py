@@ -448,26 +448,19 @@ def metrics(
     if output is None:
         typer.echo(body.decode(), nl=False)
     else:
-        _write_atomically(output, body)
+        from statusboard.runtime_file import replace_atomically
+
+        try:
+            # 0644: node_exporter's textfile collector reads it as another user.
+            replace_atomically(output, body, durable=False, mode=0o644)
+        except OSError as exc:
+            raise CliError(f"cannot write {output}: {exc.strerror or exc}") from exc
     if report.code == StatusCode.UNKNOWN:
         import sys
 
         sys.stderr.write(f"poolctl: runtime state unreadable: {report.document['reason']}\n")
         return int(StatusCode.UNKNOWN)
     return ExitCode.OK
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file beside ``path``, then rename: a scraper never reads half a file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as f:
-            f.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 @app.command("systemd-unit")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 FILE_NAME = "runtime.json"
 SCHEMA = 1
-_TMP_PREFIX = ".runtime.json."
+_TMP_PREFIX = f".{FILE_NAME}."  # how replace_atomically names the temp files of runtime.json
 
 # Required keys and their JSON types; keys may be added, never removed.
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -53,14 +53,27 @@ def write(runtime_dir: StrPath, document: dict[str, Any], *, durable: bool = Tru
 
     ``durable=False`` skips both fsyncs (benchmarks only: atomic, not crash-safe).
     """
+    body = json.dumps({**document, "schema": SCHEMA}, separators=(",", ":")).encode()
+    replace_atomically(path_in(runtime_dir), body, durable=durable)
+
+
+def replace_atomically(path: StrPath, data: bytes, *, durable: bool = True, mode: int | None = None) -> None:
+    """Write ``data`` to a temp file beside ``path`` (``.NAME.*.tmp``) and rename it over
+    ``path``: a reader sees the old file or the new one, never a mix.
+
+    ``durable`` fsyncs the file before the rename and the directory after it (crash-safe);
+    ``mode`` sets the file's permissions (else mkstemp's 0600).
+    """
     import tempfile  # off the status read path (~3 ms of imports)
 
-    body = json.dumps({**document, "schema": SCHEMA}, separators=(",", ":")).encode()
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=runtime_dir)
+    directory, name = os.path.split(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
     try:
-        view = memoryview(body)
+        view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        if mode is not None:
+            os.fchmod(fd, mode)
         if durable:
             os.fsync(fd)
     except BaseException:
@@ -69,12 +82,12 @@ def write(runtime_dir: StrPath, document: dict[str, Any], *, durable: bool = Tru
         raise
     os.close(fd)
     try:
-        os.replace(tmp, path_in(runtime_dir))
+        os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     if durable:
-        dir_fd = os.open(runtime_dir, os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
         finally:

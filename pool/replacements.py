@@ -33,13 +33,18 @@ class Replacements(LoopState):
         if not interval or now < self._next_rss:
             return
         self._next_rss = now + interval
-        assert self.board is not None
         for slot in self._slots:
             if slot.alive:
-                rss = self._rss.sample(slot.pid)
-                if rss is not None and rss != slot.rss:
-                    slot.rss = rss
-                    self.board.set_lifecycle(slot.index, rss_bytes=rss)
+                self._sample_into(slot)
+
+    def _sample_into(self, slot: Slot) -> int | None:
+        """Sample the worker's RSS; a change goes to the slot and its board row."""
+        rss = self._rss.sample(slot.pid)
+        if rss is not None and rss != slot.rss:
+            slot.rss = rss
+            assert self.board is not None
+            self.board.set_lifecycle(slot.index, rss_bytes=rss)
+        return rss
 
     def _check_limits(self, now: float) -> None:
         """Queue the workers past max_rss or max_age for recycling (once per process)."""
@@ -61,13 +66,8 @@ class Replacements(LoopState):
         it would churn processes forever. Say so once and leave it to the operator."""
         if self.spec.max_rss is None or not self.spec.rss_interval:
             return
-        rss = self._rss.sample(slot.pid)
-        if rss is None:
-            return
-        slot.rss = rss
-        assert self.board is not None
-        self.board.set_lifecycle(slot.index, rss_bytes=rss)
-        if over_rss(self.spec, rss) is not None:
+        rss = self._sample_into(slot)
+        if rss is not None and over_rss(self.spec, rss) is not None:
             slot.born_over_rss = True
             self.log.warning(
                 "worker %d (pid %d) starts at rss %s, already over max_rss %s: not recycling it "

@@ -35,9 +35,8 @@ class Slot:
     recycle_at: float | None = None  # max_age: when this process is due for recycling
     recycled: int = 0  # planned replacements for a limit (not crashes: restarts counts those)
     rss: int = 0  # last sampled resident set size, bytes
-    born_over_rss: bool = (
-        False  # past max_rss at its first beat: a replacement would be too, so never recycled for it
-    )
+    # Past max_rss at its first beat: a replacement would be too, so never recycled for memory.
+    born_over_rss: bool = False
     survivor: bool = False  # did not die after SIGKILL
     last_error: str = ""  # the last exception summary its worker reported
 

@@ -558,9 +558,7 @@ class Supervisor(WorkerLives, Replacements):
             self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
         finally:
             for slot in self._slots:
-                if slot.pidfd >= 0:
-                    os.close(slot.pidfd)
-                    slot.pidfd = -1
+                self._close_exit_fd(slot)
             self._rss.close()
             self._control.close()
             if self._metrics is not None:

@@ -132,6 +132,11 @@ class WorkerLives(LoopState):
             fds.extend(self._metrics.fds())  # else a worker that outlives us holds the port
         return fds
 
+    def _close_exit_fd(self, slot: Slot) -> None:
+        if slot.pidfd >= 0:
+            os.close(slot.pidfd)
+            slot.pidfd = -1
+
     def _set_state(self, slot: Slot, event: Event) -> None:
         slot.state = next_state(slot.state, event)
         assert self.board is not None
@@ -166,9 +171,7 @@ class WorkerLives(LoopState):
         slot.conn.close()
         slot.process.close()
         slot.process = slot.conn = None
-        if slot.pidfd >= 0:
-            os.close(slot.pidfd)
-            slot.pidfd = -1
+        self._close_exit_fd(slot)
         self._poller = None
         self._rss.forget(slot.pid)
         slot.recycle_at = None

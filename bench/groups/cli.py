@@ -20,7 +20,7 @@ import sys
 from bench import proc_watch, timing
 from bench.figures import Measure, Row, Stats, in_unit, skipped
 from bench.peers.circus import Circus
-from bench.peers.daemon import PeerDaemon
+from bench.peers.daemon import PeerDaemon, start_installed
 from bench.peers.gunicorn import Gunicorn
 from bench.peers.supervisord import Supervisord
 from bench.poolctl_pool import ROOT, PoolctlPool
@@ -54,25 +54,10 @@ def run(ctx: Context) -> list[Row]:
 
 
 def _status(ctx: Context) -> list[Row]:
-    skipped_peers: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         ctx.progress.step(f"{GROUP}: poolctl start, {WORKERS} idle workers")
         pool = stack.enter_context(PoolctlPool(WORKERS))
-        daemons: list[PeerDaemon] = []
-        for peer in PEERS:
-            reason = peer.missing()
-            if reason:
-                skipped_peers[peer.name] = reason
-                continue
-            ctx.progress.step(f"{GROUP}: starting {peer.name} with {WORKERS} children")
-            daemon = peer(WORKERS)
-            try:
-                stack.enter_context(daemon)
-            except Exception as exc:
-                skipped_peers[peer.name] = f"did not start: {exc}"
-                ctx.progress.note(f"{peer.name} skipped: did not start: {exc}")
-                continue
-            daemons.append(daemon)
+        daemons, skipped_peers = start_installed(ctx, stack, PEERS, WORKERS, GROUP)
 
         document = _check_status(pool)
         commands: dict[str, list[str]] = {

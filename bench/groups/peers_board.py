@@ -20,7 +20,7 @@ from bench import fresh_process, timing
 from bench.fake_pool import SUPERVISOR_TIMEOUT_S, FakePool
 from bench.figures import Measure, Row, in_unit, skipped
 from bench.peers.circus import Circus
-from bench.peers.daemon import PeerDaemon
+from bench.peers.daemon import PeerDaemon, start_installed
 from bench.peers.supervisord import Supervisord
 from bench.registry import Context
 
@@ -66,24 +66,10 @@ def _at_size(ctx: Context, workers: int) -> list[Row]:
     wall_rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(FakePool(workers))
-        daemons: list[PeerDaemon] = []
-        for peer in PEERS:
-            reason = peer.missing()
-            if reason:
-                peer_reads[peer.name] = skipped(RPC_LABELS[peer.name], reason)
-                skipped_statuses[STATUS_LABELS[peer.name]] = skipped(STATUS_LABELS[peer.name], reason)
-                continue
-            ctx.progress.step(f"peers-board: starting {peer.name} with {workers} sleep programs")
-            daemon = peer(workers)
-            try:
-                stack.enter_context(daemon)
-            except Exception as exc:
-                why = f"did not start: {exc}"
-                peer_reads[peer.name] = skipped(RPC_LABELS[peer.name], why)
-                skipped_statuses[STATUS_LABELS[peer.name]] = skipped(STATUS_LABELS[peer.name], why)
-                ctx.progress.note(f"{peer.name} skipped: {why}")
-                continue
-            daemons.append(daemon)
+        daemons, missing = start_installed(ctx, stack, PEERS, workers, GROUP)
+        for name, why in missing.items():
+            peer_reads[name] = skipped(RPC_LABELS[name], why)
+            skipped_statuses[STATUS_LABELS[name]] = skipped(STATUS_LABELS[name], why)
 
         ctx.progress.step(f"peers-board: {workers} workers, our healthy() from a second process")
         pool.refresh()

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from bench import proc_watch
 from bench.figures import Measure, Row, Stats, skipped
 from bench.peers.circus import Circus
-from bench.peers.daemon import PeerDaemon
+from bench.peers.daemon import PeerDaemon, start_installed
 from bench.peers.gunicorn import Gunicorn
 from bench.peers.supervisord import Supervisord
 from bench.poolctl_pool import PoolctlPool
@@ -137,29 +137,6 @@ def run(ctx: Context) -> list[Row]:
 # -- helpers ---------------------------------------------------------------------
 
 
-def _start_peers(
-    ctx: Context, stack: contextlib.ExitStack, programs: int
-) -> tuple[list[PeerDaemon], dict[str, str]]:
-    """Start every installed peer with ``programs`` children; (started, {name: why skipped})."""
-    started: list[PeerDaemon] = []
-    missing: dict[str, str] = {}
-    for peer in PEERS:
-        reason = peer.missing()
-        if reason:
-            missing[peer.name] = reason
-            continue
-        ctx.progress.step(f"{GROUP}: starting {peer.name} with {programs} children")
-        daemon = peer(programs)
-        try:
-            stack.enter_context(daemon)
-        except Exception as exc:
-            missing[peer.name] = f"did not start: {exc}"
-            ctx.progress.note(f"{peer.name} skipped: did not start: {exc}")
-            continue
-        started.append(daemon)
-    return started, missing
-
-
 def _wait(check: Callable[[], bool], what: str, timeout: float = _SETTLE_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -195,13 +172,7 @@ def _ours_subject(pool: PoolctlPool) -> Subject:
 
     def victim(trial: int) -> int:
         slot = trial % pool.workers
-        row = pool.row(slot)
-        # A slot crashing again before it ran backoff_reset seconds is a crash loop, and
-        # is delayed on purpose: kill only stable workers (see the module docstring).
-        wait = row["started_ns"] / 1e9 + BACKOFF_RESET_S + 0.2 - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-            row = pool.row(slot)
+        row = _stable_row(pool, slot)
         slot_of[row["pid"]] = slot
         return row["pid"]
 
@@ -295,7 +266,7 @@ def _crash_and_idle(
         pool_off = rss_off_stack.enter_context(
             PoolctlPool(WORKERS, "bench.sup_workers:idle", "--rss-interval", "0")
         )
-        peers, missing = _start_peers(ctx, stack, WORKERS)
+        peers, missing = start_installed(ctx, stack, PEERS, WORKERS, GROUP)
         subjects = [_ours_subject(pool), *(_peer_subject(d) for d in peers)]
         for subject in subjects:
             _wait(functools.partial(subject.settled, -1), f"{subject.label}: {WORKERS} workers running")
@@ -536,14 +507,24 @@ def _hang(ctx: Context, plan: Plan, pool: PoolctlPool, pool_stack: contextlib.Ex
     )
 
 
-def _hang_ours(pool: PoolctlPool, scanner: ChildScanner, trial: int) -> tuple[float, float]:
-    """(new process, replacement beating) in seconds after the heartbeat timeout expired."""
-    slot = trial % pool.workers
+def _stable_row(pool: PoolctlPool, slot: int) -> dict[str, int]:
+    """The slot's board row once its worker has run backoff_reset seconds.
+
+    A slot crashing again before that is a crash loop, delayed on purpose: kill or hang
+    only stable workers (see the module docstring).
+    """
     row = pool.row(slot)
     wait = row["started_ns"] / 1e9 + BACKOFF_RESET_S + 0.2 - time.monotonic()
     if wait > 0:
         time.sleep(wait)
         row = pool.row(slot)
+    return row
+
+
+def _hang_ours(pool: PoolctlPool, scanner: ChildScanner, trial: int) -> tuple[float, float]:
+    """(new process, replacement beating) in seconds after the heartbeat timeout expired."""
+    slot = trial % pool.workers
+    row = _stable_row(pool, slot)
     pid = row["pid"]
     before = scanner.children()
     os.kill(pid, signal.SIGUSR1)

@@ -12,15 +12,20 @@ pid (``bench.reaper``). Survivors make ``stop()`` raise.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import reaper, scratch
 from bench.timing import Budget
+
+if TYPE_CHECKING:
+    from bench.registry import Context
 
 SLEEP_ARGV = ("/bin/sleep", "3600")
 _READY_TIMEOUT_S = 60.0
@@ -136,3 +141,31 @@ class PeerDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_installed(
+    ctx: Context,
+    stack: contextlib.ExitStack,
+    peers: Iterable[type[PeerDaemon]],
+    children: int,
+    group: str,
+) -> tuple[list[PeerDaemon], dict[str, str]]:
+    """Start every installed peer with ``children`` children on ``stack``:
+    (started, {name: why skipped}) — a peer not installed or failing to start is skipped."""
+    started: list[PeerDaemon] = []
+    missing: dict[str, str] = {}
+    for peer in peers:
+        reason = peer.missing()
+        if reason:
+            missing[peer.name] = reason
+            continue
+        ctx.progress.step(f"{group}: starting {peer.name} with {children} children")
+        daemon = peer(children)
+        try:
+            stack.enter_context(daemon)
+        except Exception as exc:
+            missing[peer.name] = f"did not start: {exc}"
+            ctx.progress.note(f"{peer.name} skipped: did not start: {exc}")
+            continue
+        started.append(daemon)
+    return started, missing

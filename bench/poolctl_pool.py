@@ -16,6 +16,7 @@ the CLI exits, and is reaped here instead of lingering as PID 1's zombie.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -181,6 +182,31 @@ class PoolctlPool:
         for pid in alive:
             proc_watch.reap(pid, 2.0)
         return alive
+
+    def running_status(self) -> dict[str, Any]:
+        """One `poolctl status --json`: exit 0, running, from the live board, every worker listed."""
+        done = subprocess.run(
+            self.argv("status", "--json"), cwd=ROOT, capture_output=True, timeout=60, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"poolctl status exited {done.returncode} on a running {self.workers}-worker pool: "
+                f"{done.stderr.decode(errors='replace').strip()}"
+            )
+        document: dict[str, Any] = json.loads(done.stdout)
+        workers = document.get("workers")
+        if (
+            document.get("state") != "running"
+            or document.get("source") != "shm"
+            or not isinstance(workers, list)
+            or len(workers) != self.workers
+        ):
+            listed = len(workers) if isinstance(workers, list) else workers
+            raise RuntimeError(
+                f"poolctl status --json does not show a live, running {self.workers}-worker pool: state "
+                f"{document.get('state')!r}, source {document.get('source')!r}, {listed} workers listed"
+            )
+        return document
 
     def __enter__(self) -> PoolctlPool:
         try:

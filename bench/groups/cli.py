@@ -13,8 +13,6 @@ the pool is running from the live board, so the figure is the real read path.
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
 import sys
 
 from bench import proc_watch, timing
@@ -23,7 +21,7 @@ from bench.peers.circus import Circus
 from bench.peers.daemon import PeerDaemon, start_installed
 from bench.peers.gunicorn import Gunicorn
 from bench.peers.supervisord import Supervisord
-from bench.poolctl_pool import ROOT, PoolctlPool
+from bench.poolctl_pool import PoolctlPool
 from bench.registry import Context
 
 GROUP = "cli"
@@ -59,7 +57,7 @@ def _status(ctx: Context) -> list[Row]:
         pool = stack.enter_context(PoolctlPool(WORKERS))
         daemons, skipped_peers = start_installed(ctx, stack, PEERS, WORKERS, GROUP)
 
-        document = _check_status(pool)
+        document = pool.running_status()
         commands: dict[str, list[str]] = {
             OURS_TEXT: pool.argv("status"),
             OURS_JSON: pool.argv("status", "--json"),
@@ -132,24 +130,3 @@ def _status(ctx: Context) -> list[Row]:
 def _count_workers(document: dict[str, object]) -> int:
     workers = document.get("workers")
     return len(workers) if isinstance(workers, list) else 0
-
-
-def _check_status(pool: PoolctlPool) -> dict[str, object]:
-    """One `poolctl status --json`: it must read the live board and say running (exit 0)."""
-    done = subprocess.run(
-        pool.argv("status", "--json"), cwd=ROOT, capture_output=True, timeout=60, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"poolctl status exited {done.returncode} on a running pool: {done.stderr.decode(errors='replace')}"
-        )
-    document: dict[str, object] = json.loads(done.stdout)
-    workers = document.get("workers")
-    if (
-        document.get("state") != "running"
-        or document.get("source") != "shm"
-        or not isinstance(workers, list)
-        or len(workers) != WORKERS
-    ):
-        raise RuntimeError(f"poolctl status --json does not show a live, running pool: {document!r}")
-    return document

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +41,7 @@ from typing import Any
 from bench import fresh_process, proc_watch, timing
 from bench.figures import Measure, Row, Stats, in_unit
 from bench.plot import Curve, Series
-from bench.poolctl_pool import ROOT, PoolctlPool, poolctl
+from bench.poolctl_pool import PoolctlPool, poolctl
 from bench.registry import Context
 from pool.spec import PoolSpec
 from statusboard import runtime_file
@@ -113,7 +111,7 @@ def _measure(ctx: Context, plan: Plan) -> tuple[Measured, list[str]]:
             _wait(pool.all_running, f"poolctl: {workers} workers running")
             # start-up is over once the supervisor has flushed the all-running state
             _wait(functools.partial(_flushed_running, pool), f"poolctl: runtime.json says {workers} running")
-            documents[workers] = _check_status(pool)
+            documents[workers] = pool.running_status()
 
         supervisors = {workers: pool.supervisor_pid for workers, pool in pools.items()}
         watched = {workers: pid for workers, pid in supervisors.items() if pid is not None}
@@ -169,32 +167,6 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = _SETTLE_TIMEOUT
 def _flushed_running(pool: PoolctlPool) -> bool:
     workers = runtime_file.read(pool.runtime_dir).get("workers") or []
     return len(workers) == pool.workers and all(w.get("state") == "running" for w in workers)
-
-
-def _check_status(pool: PoolctlPool) -> dict[str, Any]:
-    """One `poolctl status --json`: exit 0, running, from the live board, every worker listed."""
-    done = subprocess.run(
-        pool.argv("status", "--json"), cwd=ROOT, capture_output=True, timeout=60, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"poolctl status exited {done.returncode} on a running {pool.workers}-worker pool: "
-            f"{done.stderr.decode(errors='replace').strip()}"
-        )
-    document: dict[str, Any] = json.loads(done.stdout)
-    workers = document.get("workers")
-    if (
-        document.get("state") != "running"
-        or document.get("source") != "shm"
-        or not isinstance(workers, list)
-        or len(workers) != pool.workers
-    ):
-        listed = len(workers) if isinstance(workers, list) else workers
-        raise RuntimeError(
-            f"poolctl status --json does not show a live, running {pool.workers}-worker pool: state "
-            f"{document.get('state')!r}, source {document.get('source')!r}, {listed} workers listed"
-        )
-    return document
 
 
 class CpuWindow:

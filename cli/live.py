@@ -53,17 +53,38 @@ def _wait_for(directory: Path, name: str, done: Any, wait: float, what: str) -> 
 
 
 def scale_pool(directory: Path, name: str, workers: int, wait: float) -> None:
+    """Ask for ``workers`` and wait until they run. Fails (CliError) as soon as the goal is
+    unreachable, i.e. every wanted slot has settled and some are failed (a worker that cannot
+    start: out of fds or processes, or a crash loop), saying how far it got; or at ``wait``."""
     _control(directory, name, {"op": "scale", "workers": workers})
-
-    def reached(report: StatusReport) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        report = probe(directory, name)
         doc = report.document
-        return (
+        if doc["source"] != "shm":
+            raise CliError(
+                f"pool {name} stopped while waiting for {workers} running workers: {doc.get('reason')}"
+            )
+        wanted = [w for w in doc["workers"] if w["slot"] < workers]
+        running = sum(w["state"] == "running" for w in wanted)
+        failed = sum(w["state"] == "failed" for w in wanted)
+        if (
             report.code == StatusCode.RUNNING
             and doc["workers_desired"] == workers
             and len(doc["workers"]) == workers
-        )
-
-    _wait_for(directory, name, reached, wait, f"{workers} running workers")
+        ):
+            return
+        settled = len(wanted) == workers and running + failed == workers
+        if doc["workers_desired"] == workers and settled and failed:
+            raise CliError(
+                f"pool {name}: {running} of {workers} workers running; {failed} failed and will not be "
+                f"restarted ({doc.get('reason')}); see poolctl logs"
+            )
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"pool {name}: {running} of {workers} workers running after {wait:g}s ({doc.get('reason')})"
+            )
+        time.sleep(POLL_S)
 
 
 def rolling_restart(directory: Path, name: str, document: dict[str, Any], wait: float) -> None:

@@ -71,13 +71,18 @@ def stop_pool(runtime_dir: Path, *, timeout: float) -> StopOutcome:
         kill_and_confirm(leftovers, grace=1.0 if not forced else 0.1)
 
     survivors = [pid for pid, ticks in [supervisor, *processes] if is_alive(pid, ticks)]
-    _finalise(runtime_dir, document, survivors, forced)
+    try:
+        _finalise(runtime_dir, document, survivors, forced)
+    except OSError as exc:  # a full disk: the stop stands, runtime.json could not record it
+        unrecorded = f" (runtime.json not updated: {exc.strerror or exc})"
+    else:
+        unrecorded = ""
     if survivors:
         return StopOutcome(
-            False, f"stop failed: still alive: pid {', '.join(map(str, survivors))}", survivors
+            False, f"stop failed: still alive: pid {', '.join(map(str, survivors))}{unrecorded}", survivors
         )
     how = "stopped (supervisor did not exit in time; killed)" if forced else "stopped"
-    return StopOutcome(True, how)
+    return StopOutcome(True, how + unrecorded)
 
 
 def _pool_processes(document: dict[str, Any]) -> list[tuple[int, int | None]]:

@@ -48,6 +48,7 @@ from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
 from pool.metrics_http import MetricsServer
+from pool.own_state import OwnState
 from pool.recycle import RssSampler
 from pool.replacements import Replacements
 from pool.runtime_doc import cleanup_previous, runtime_document
@@ -58,7 +59,6 @@ from pool.spec import MAX_WORKERS, PoolSpec
 from pool.state import Event
 from pool.worker_lives import WorkerLives
 from statusboard import runtime_dir as rdir
-from statusboard import runtime_file
 from statusboard.board import Board, segment_path
 from statusboard.layout import MAX_CAPACITY
 from statusboard.liveness import start_ticks
@@ -325,6 +325,7 @@ class Supervisor(WorkerLives, Replacements):
             workers_desired=self._desired,
         )
         self.board.set_header(pool_state=PoolState.STARTING)
+        self._own = OwnState(self, lock, self.runtime_dir)  # runtime.json, its directory, the board file
         self._control = ControlServer(address(self.spec.name, pid, self._ticks), self._on_control)
         try:
             self.log.info(
@@ -365,6 +366,7 @@ class Supervisor(WorkerLives, Replacements):
             ready = {fd for fd, _ in self._waiter().poll(timeout * 1000)}
             now = self._clock()
             assert self.board is not None
+            self._own.guard_board()  # before this wake's first store: a truncated board is SIGBUS
             self.board.supervisor_beat(time.monotonic_ns())
             if self._wake_r in ready:
                 self._drain_wake()
@@ -537,6 +539,7 @@ class Supervisor(WorkerLives, Replacements):
 
     def _emergency_stop(self) -> None:
         """After an internal error: kill every worker and confirm, without the loop."""
+        self._own.free_spare_fd()  # confirming needs /proc reads, even when we ran out of fds
         live = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
         survivors = shutdown.kill_and_confirm(live, grace=min(self.spec.grace, 1.0), kill=self._kill)
         for slot in self._slots:
@@ -560,6 +563,7 @@ class Supervisor(WorkerLives, Replacements):
             for slot in self._slots:
                 self._close_exit_fd(slot)
             self._rss.close()
+            self._own.close()
             self._control.close()
             if self._metrics is not None:
                 self._metrics.close()
@@ -620,7 +624,7 @@ class Supervisor(WorkerLives, Replacements):
             survivors=[(s.pid, s.ticks) for s in survivors or []],
             control=None if final else self._control.name,
         )
-        runtime_file.write(self.runtime_dir, document)
+        self._own.flush(now, document, final=final)  # logs and retries its failures, never raises
         self._dirty = False
         if self._systemd is not None and self._ready.is_set() and not self._stopping:
             summary = self._summary()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
-from pool import shutdown
+from pool import shutdown, spawn_guard
 from pool.budget import AfterExit, RestartBudget, after_exit
 from pool.loop_state import LoopState
 from pool.recycle import age_limit
@@ -73,23 +74,38 @@ class WorkerLives(LoopState):
         # Before the child exists: a stop flag left by the previous process (rolling
         # restart, retire) would otherwise be read by the new one as its own stop.
         board.set_lifecycle(slot.index, stop_requested=0)
-        parent_end, child_end = self._mp.Pipe(duplex=True)
+        made: list[Any] = []  # what this attempt opened, closed again if it fails
+        process: Any = None
+        try:
+            spawn_guard.check_headroom()
+            parent_end, child_end = self._mp.Pipe(duplex=True)
+            made += (parent_end, child_end)
+            args = WorkerArgs(
+                slot=slot.index,
+                pool=self.spec.name,
+                generation=slot.generation + 1,
+                target=self.spec.target,
+                cwd=self.spec.cwd,
+                board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
+                supervisor_pid=os.getpid(),
+                supervisor_ticks=self._ticks,
+                conn=child_end,
+                channel=self._hooks.channel(slot.index, slot.generation + 1) if self._hooks else None,
+                close_fds=self._parent_fds() if self._fork else [],
+            )
+            if args.channel is not None:
+                made.append(args.channel)
+            process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
+            spawn_guard.start(process, fork=self._fork)
+            ticks = start_ticks(process.pid) or 0
+        except OSError as exc:
+            for end in made:
+                end.close()
+            if process is not None:
+                spawn_guard.abandon(process)
+            self._spawn_failed(slot, exc, now)
+            return
         slot.generation += 1
-        args = WorkerArgs(
-            slot=slot.index,
-            pool=self.spec.name,
-            generation=slot.generation,
-            target=self.spec.target,
-            cwd=self.spec.cwd,
-            board_path=str(board.path),
-            supervisor_pid=os.getpid(),
-            supervisor_ticks=self._ticks,
-            conn=child_end,
-            channel=self._hooks.channel(slot.index, slot.generation) if self._hooks else None,
-            close_fds=self._parent_fds() if self._fork else [],
-        )
-        process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
-        process.start()
         try:
             slot.pidfd = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
@@ -99,7 +115,7 @@ class WorkerLives(LoopState):
         if args.channel is not None:
             args.channel.close()
         slot.process, slot.conn, slot.pid = process, parent_end, process.pid
-        slot.ticks = start_ticks(process.pid) or 0
+        slot.ticks = ticks
         slot.started = now
         slot.restart_at = None
         slot.draining = slot.recycle_queued = slot.born_over_rss = False
@@ -124,6 +140,30 @@ class WorkerLives(LoopState):
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
         if self._hooks is not None:
             self._hooks.started(slot.index, slot.generation, slot.pid)
+
+    def _spawn_failed(self, slot: Slot, exc: OSError, now: float) -> None:
+        """No process could be started (EMFILE, ENFILE, EAGAIN, ENOMEM: the machine's limits,
+        not the worker's code): a slot failure, counted like a crash, always after a backoff
+        (retrying at once would fail the same way), FAILED once the budget is spent."""
+        assert self.board is not None
+        slot.last_error = f"could not start: {exc}"
+        self.log.error("worker %d could not start: %s", slot.index, exc)
+        self._set_state(slot, Event.SPAWN_FAILED)
+        delay = slot.budget.record_exit(now, 0.0)
+        if delay is None:
+            self._set_state(slot, Event.GIVE_UP)
+            self.log.error(
+                "worker %d failed: more than %d failed starts or restarts in %gs; giving up",
+                slot.index,
+                self.spec.max_restarts,
+                self.spec.restart_window,
+            )
+            self._slot_given_up(slot)
+            return
+        slot.restarts += 1
+        self.board.set_lifecycle(slot.index, restarts=slot.restarts)
+        self._set_state(slot, Event.BACKOFF)
+        slot.restart_at = now + max(delay, self.spec.backoff_base)
 
     def _parent_fds(self) -> list[int]:
         """The supervisor's own fds a forked worker must close (it inherits them all)."""

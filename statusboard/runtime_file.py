@@ -78,13 +78,13 @@ def replace_atomically(path: StrPath, data: bytes, *, durable: bool = True, mode
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        _discard(tmp)
         raise
     os.close(fd)
     try:
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        _discard(tmp)
         raise
     if durable:
         dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
@@ -92,6 +92,15 @@ def replace_atomically(path: StrPath, data: bytes, *, durable: bool = True, mode
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _discard(tmp: str) -> None:
+    """Remove a temp file after a failed write; if its directory went with it (rm -rf),
+    the write's own error is the one to report, not this one's."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 def remove_stale_temps(runtime_dir: StrPath) -> int:

@@ -143,7 +143,11 @@ def test_full_disk_is_logged_and_retried_and_stop_still_works(tiny_runtime_dir: 
     assert alive(supervisor, ticks)
 
     filler.unlink()  # room again: the next flush succeeds and says it recovered
-    wait_for(lambda: "written again" in log_text(tiny_runtime_dir), 30, "the log saying runtime.json is written again")
+    wait_for(
+        lambda: "written again" in log_text(tiny_runtime_dir),
+        30,
+        "the log saying runtime.json is written again",
+    )
     assert "No space left on device" in log_text(tiny_runtime_dir)
     wait_for(lambda: running(cli, 2) is not None, 30, "status running after the disk had room again")
 

@@ -9,16 +9,21 @@ with every pid verified gone.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from cli_targets import FAST, POOLCTL, Cli, alive, run, wait_for
+from scripts import supkit
 
+from pool.supervisor import Supervisor
 from statusboard.liveness import start_ticks
 
 pytestmark = pytest.mark.timeout(180)
@@ -88,3 +93,50 @@ def test_scale_past_the_fd_limit_keeps_supervising(cli: Cli) -> None:
     assert stopped.code == 0, str(stopped)
     still = [pid for pid, t in everything if alive(pid, t)]
     assert not still, f"stop exited 0 with these alive: {still}"
+
+
+@pytest.mark.usefixtures("supervised")
+def test_a_failing_fork_is_a_slot_failure_that_leaks_no_fd(
+    runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork() failing with EAGAIN (the process limit): each attempt is counted like a crash,
+    backs off, ends FAILED, names the cause, and closes the pipes it had made."""
+    real_fork = os.fork
+    failing = threading.Event()
+
+    def fork() -> int:
+        if failing.is_set():
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    spec = supkit.make_spec("well_behaved", workers=1, max_restarts=3, backoff_base=0.05, backoff_cap=0.1)
+    with Supervisor(spec, runtime_dir=runtime) as sup:
+        supkit.wait_until(lambda: supkit.running(runtime, 1), 10, "1 worker running")
+        fds = sorted(os.listdir("/proc/self/fd"))
+        failing.set()
+        sup.scale(3)
+
+        def failed() -> bool:
+            rows = supkit.by_slot(runtime)
+            return all(rows.get(i, {}).get("state") == "failed" for i in (1, 2))
+
+        supkit.wait_until(failed, 30, lambda: f"slots 1 and 2 failed: {supkit.workers(runtime)}")
+        lines = supkit.log_lines(runtime, "could not start: [Errno 11] Resource temporarily unavailable")
+        assert {line.split("worker ")[1].split()[0] for line in lines} == {"1", "2"}, lines
+        assert len(lines) == 2 * (spec.max_restarts + 1), lines  # the budget, not a hot loop
+        supkit.wait_until(
+            lambda: sorted(os.listdir("/proc/self/fd")) == fds, 5, "no fd left open by the failed forks"
+        )
+
+        failing.clear()  # the limit lifts: a crash of a running worker is replaced as ever
+        victim = supkit.by_slot(runtime)[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        supkit.wait_until(
+            lambda: (
+                supkit.by_slot(runtime)[0]["pid"] not in (victim, None)
+                and supkit.by_slot(runtime)[0]["state"] == "running"
+            ),
+            10,
+            "worker 0 replaced",
+        )

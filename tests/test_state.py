@@ -38,6 +38,10 @@ EXPECTED = {
     (S.BACKOFF, Event.RETIRE): S.EMPTY,
     (S.FAILED, Event.RETIRE): S.EMPTY,
     (S.STOPPED, Event.RETIRE): S.EMPTY,
+    (S.EMPTY, Event.SPAWN_FAILED): S.EXITED,
+    (S.EXITED, Event.SPAWN_FAILED): S.EXITED,
+    (S.BACKOFF, Event.SPAWN_FAILED): S.EXITED,
+    (S.STOPPED, Event.SPAWN_FAILED): S.EXITED,
 }
 
 ILLEGAL = [pair for pair in itertools.product(S, Event) if pair not in EXPECTED]

@@ -20,6 +20,7 @@ from typing import Any
 from pool.metrics_http import MetricsServer
 from pool.recycle import RssSampler
 from pool.slot import Slot, WorkerHooks
+from pool.spawn_guard import Headroom
 from pool.spec import PoolSpec
 from pool.state import Event
 from statusboard.board import Board
@@ -54,6 +55,7 @@ class LoopState:
     _rss: RssSampler
     _next_rss: float
     _rng: random.Random
+    _headroom: Headroom
 
     # Called across parts (defined in the part named).
     def _begin_stop(self, reason: str, now: float) -> None:  # supervisor

@@ -28,13 +28,13 @@ What can happen to them under a running pool, and what this part does about it:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from pool.errors import AlreadyRunning
 from pool.lock import SupervisorLock
 from pool.logfile import reopen_log
 from pool.loop_state import LoopState
@@ -45,6 +45,7 @@ from statusboard.states import PoolState
 from statusboard.states import WorkerState as S
 
 RATE_S = 30.0  # the same failure is logged at most this often
+LOCK_RETRY_S = 0.5  # as pool.lock: a status probe's shared flock lasts microseconds
 
 
 class RateLimitedLog:
@@ -81,6 +82,37 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"[Errno {exc.errno}] {exc.strerror}"
     return str(exc)
+
+
+def _take_lock(path: Path) -> int | None:
+    """flock a (new) supervisor.lock at ``path``: its fd, or None when another process holds it.
+
+    Like pool.lock.SupervisorLock.acquire (a reader's shared probe can collide with us for
+    microseconds, so retry briefly), but the fd is closed on every failure, and the pid
+    written into the file is informational, so failing to write it (a full disk) is no
+    failure: a leaked fd holding this lock would make our own next attempt see "another".
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    deadline = time.monotonic() + LOCK_RETRY_S
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.01)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
+    return fd
 
 
 class OwnState:
@@ -122,7 +154,8 @@ class OwnState:
             self._failed_flushes += 1
             self._notes.note(
                 "flush",
-                f"runtime.json not written: {_why(exc)}; the pool goes on, retrying at the next flush",
+                f"runtime.json not written: {_why(exc)}"
+                + ("" if final else "; the pool goes on, retrying at the next flush"),
                 now,
             )
             return False
@@ -160,29 +193,32 @@ class OwnState:
         False (logged) when that cannot be done now, or when someone else holds it."""
         existed = os.path.lexists(self._dir)
         rdir.ensure(self._dir)  # RuntimeDirError, e.g. /run/user/UID gone and not ours to make
-        fresh = SupervisorLock(self._dir)
-        try:
-            fresh.acquire()
-        except AlreadyRunning as exc:
+        fd = _take_lock(self._lock.path)
+        if fd is None:
             self._foreign = True
             self.log.error(
                 "runtime directory %s was replaced and its supervisor.lock is held by another process "
-                "(%s): this supervisor (pid %d) goes on supervising its workers WITHOUT a runtime "
-                "directory; status and stop cannot find it; stop it with SIGTERM",
+                "(another supervisor?): this supervisor (pid %d) goes on supervising its workers WITHOUT "
+                "a runtime directory and never writes there again; status and stop cannot find it; "
+                "stop it with SIGTERM",
                 self._dir,
-                exc,
                 os.getpid(),
             )
             return False
-        assert fresh.fd is not None and self._lock.fd is not None
-        os.dup2(fresh.fd, self._lock.fd, inheritable=False)  # same number, the new lock's file
-        os.close(fresh.fd)
+        assert self._lock.fd is not None
+        try:
+            os.dup2(fd, self._lock.fd, inheritable=False)  # same number, the new lock's file
+        finally:
+            os.close(fd)
         reopen_log(self.log, self._dir)
-        self.log.warning(
-            "runtime %s %s was removed: re-created it with supervisor.lock, supervisor.log and runtime.json",
-            "directory" if not existed else "lock in",
-            self._dir,
-        )
+        if existed:
+            self.log.warning("supervisor.lock in %s was removed or replaced: locked a new one", self._dir)
+        else:
+            self.log.warning(
+                "runtime directory %s was removed: re-created it with supervisor.lock, supervisor.log "
+                "and runtime.json",
+                self._dir,
+            )
         return True
 
     # -- the board file ----------------------------------------------------------------------

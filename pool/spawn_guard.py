@@ -6,11 +6,10 @@ descriptors), EAGAIN (the process limit), ENOMEM. The supervisor treats that as 
 failure (pool/worker_lives.py ``_spawn_failed``); this module makes sure the failure
 costs nothing:
 
-- ``check_headroom`` refuses a start that would leave the supervisor fewer than
-  RESERVE_FDS free descriptors. Without it, scaling up eats every fd and the next thing
-  to need one (a runtime.json flush, a control connection, /proc reads of a stop) fails
-  instead of the spawn. It counts /proc/self/fd: one listdir per start (tens of µs at a
-  few hundred fds; a fork costs 1.5 ms).
+- ``Headroom`` refuses a start that would leave the supervisor fewer than RESERVE_FDS
+  free descriptors. Without it, scaling up eats every fd and the next thing to need one
+  (a runtime.json flush, a control connection, /proc reads of a stop) fails instead of
+  the spawn.
 - ``LeakFreeForkPopen`` is multiprocess's fork Popen with the one thing it lacks: when its
   second pipe() or its fork() fails, the pipes it already made are closed (stock
   popen_fork leaks up to four fds per failed fork, so a process limit hit repeatedly
@@ -28,6 +27,8 @@ import errno
 import os
 import resource
 import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 from multiprocess import popen_fork
@@ -44,18 +45,40 @@ def open_fds() -> int | None:
         return None
 
 
-def check_headroom() -> None:
-    """Raise OSError(EMFILE) when starting one more worker would eat into RESERVE_FDS."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return
-    used = open_fds()  # EMFILE itself when not even one fd is free
-    if used is None or used + FDS_PER_START + RESERVE_FDS <= soft:
-        return
-    raise OSError(
-        errno.EMFILE,
-        f"{os.strerror(errno.EMFILE)} ({used} of {soft} open, {RESERVE_FDS} kept free for the supervisor)",
-    )
+class Headroom:
+    """Refuses a start that would eat into RESERVE_FDS (OSError EMFILE, before anything is made).
+
+    Counting /proc/self/fd costs ~0.3 ms at 1000 fds, as much as a fork at 5000, so a count
+    buys credit: the starts that certainly fit in what was free, each assumed to keep
+    FDS_PER_START. Credit expires after RECOUNT_S (exits free fds; another thread of an
+    embedding program may take some). Best effort: a start that still meets EMFILE fails
+    as a slot failure all the same.
+    """
+
+    RECOUNT_S = 1.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._credit = 0
+        self._expires = 0.0
+
+    def check(self) -> None:
+        now = self._clock()
+        if self._credit > 0 and now < self._expires:
+            self._credit -= 1
+            return
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = open_fds()  # EMFILE itself when not even one fd is free
+        if soft == resource.RLIM_INFINITY or used is None:
+            self._credit, self._expires = 1 << 30, float("inf")
+            return
+        starts = (soft - used - RESERVE_FDS) // FDS_PER_START
+        if starts < 1:
+            raise OSError(
+                errno.EMFILE,
+                f"{os.strerror(errno.EMFILE)} ({used} of {soft} open, {RESERVE_FDS} kept free for the supervisor)",
+            )
+        self._credit, self._expires = starts - 1, now + self.RECOUNT_S
 
 
 class LeakFreeForkPopen(popen_fork.Popen):  # type: ignore[misc]  # multiprocess is untyped

@@ -55,6 +55,7 @@ from pool.runtime_doc import cleanup_previous, runtime_document
 from pool.sdnotify import SystemdNotifier
 from pool.signals import queued_signals
 from pool.slot import Slot, StopResult, WorkerHooks
+from pool.spawn_guard import Headroom
 from pool.spec import MAX_WORKERS, PoolSpec
 from pool.state import Event
 from pool.worker_lives import WorkerLives
@@ -144,6 +145,7 @@ class Supervisor(WorkerLives, Replacements):
         self._rss = RssSampler()
         self._next_rss = 0.0
         self._rng = random.Random()
+        self._headroom = Headroom(clock)  # fds kept free for the supervisor itself (pool/spawn_guard.py)
         self._poller: select.poll | None = None
         self._beat_due = 0.0  # when a heartbeat could next be too old (set by _watch_beats)
         self._exit_fds: dict[int, Slot] = {}  # fd readable when that slot's process exits

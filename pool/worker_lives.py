@@ -77,7 +77,7 @@ class WorkerLives(LoopState):
         made: list[Any] = []  # what this attempt opened, closed again if it fails
         process: Any = None
         try:
-            spawn_guard.check_headroom()
+            self._headroom.check()
             parent_end, child_end = self._mp.Pipe(duplex=True)
             made += (parent_end, child_end)
             args = WorkerArgs(

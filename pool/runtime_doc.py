@@ -30,6 +30,7 @@ def runtime_document(
     final: bool,
     survivors: list[tuple[int, int]],
     control: str | None = None,
+    descendants: list[dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The runtime.json object for the board as it is now (see statusboard.runtime_file)."""
     view = read_board(board)
@@ -63,8 +64,22 @@ def runtime_document(
         "workers": workers,
         "flushed_at": iso(wall_now),
         "reason": reason,
-        "survivors": [{"pid": pid, "start_ticks": ticks} for pid, ticks in survivors],
+        "survivors": [
+            {"pid": pid, "start_ticks": ticks, "cmdline": _cmdline(pid)} for pid, ticks in survivors
+        ],
+        # The workers' descendants when last looked at (pool.containment), so that the
+        # next start or stop can end them if this supervisor is SIGKILLed.
+        "descendants": descendants or [],
     }
+
+
+def _cmdline(pid: int) -> str:
+    """A survivor's command line, for the message that names it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return ""
 
 
 @functools.lru_cache(maxsize=64)

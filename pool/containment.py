@@ -218,7 +218,7 @@ class TreeKeeper:
                 self.log.error(
                     "pid %d (%s), left by worker %s, survived SIGKILL for %gs: NOT confirmed gone",
                     proc[0],
-                    _cmdline(proc[0]),
+                    proctree.command_line(proc[0]),
                     remnant.slot if remnant.slot >= 0 else "?",
                     CONFIRM_S,
                 )
@@ -280,11 +280,3 @@ def _in_group(pid: int, pgid: int) -> bool:
         return os.getpgid(pid) == pgid
     except OSError:
         return False
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200] or "?"
-    except OSError:
-        return "?"

@@ -132,3 +132,16 @@ def is_running(proc: ProcId) -> bool:
     """True while ``proc`` runs: same pid and start ticks, not a zombie."""
     stat = proc_stat(proc[0])
     return stat is not None and stat[0] not in ("Z", "X") and stat[1] == proc[1]
+
+
+def command_line(pid: int) -> str:
+    """``pid``'s command line (its comm when it has none, "?" when gone), for messages."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            line = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        if not line:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                line = f"[{f.read().decode(errors='replace').strip()}]"
+        return line[:200]
+    except OSError:
+        return "?"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pool import shutdown
+from pool.proctree import command_line
 from pool.spec import PoolSpec
 from statusboard import runtime_file
 from statusboard.board import SEGMENT_PREFIX, Board, shm_dir
@@ -65,21 +66,12 @@ def runtime_document(
         "flushed_at": iso(wall_now),
         "reason": reason,
         "survivors": [
-            {"pid": pid, "start_ticks": ticks, "cmdline": _cmdline(pid)} for pid, ticks in survivors
+            {"pid": pid, "start_ticks": ticks, "cmdline": command_line(pid)} for pid, ticks in survivors
         ],
         # The workers' descendants when last looked at (pool.containment), so that the
         # next start or stop can end them if this supervisor is SIGKILLed.
         "descendants": descendants or [],
     }
-
-
-def _cmdline(pid: int) -> str:
-    """A survivor's command line, for the message that names it."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
-    except OSError:
-        return ""
 
 
 @functools.lru_cache(maxsize=64)

@@ -49,7 +49,7 @@ from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
 from pool.metrics_http import MetricsServer
-from pool.proctree import set_child_subreaper
+from pool.proctree import command_line, set_child_subreaper
 from pool.recycle import RssSampler
 from pool.replacements import Replacements
 from pool.runtime_doc import cleanup_previous, runtime_document
@@ -234,7 +234,7 @@ class Supervisor(WorkerLives, Replacements):
         if result.survivors:
             raise StopFailed(
                 f"pool {self.spec.name!r}: processes survived the stop: "
-                f"{', '.join(map(str, result.survivors))}",
+                + ", ".join(f"{pid} ({command_line(pid)})" for pid in result.survivors),
                 result.survivors,
             )
         return result
@@ -565,9 +565,8 @@ class Supervisor(WorkerLives, Replacements):
     def _emergency_stop(self) -> None:
         """After an internal error: kill every worker and confirm, without the loop."""
         live: list[tuple[int, int | None]] = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
-        trees = getattr(self, "_trees", None)
-        if trees is not None:  # the workers' trees too, with the same grace
-            live.extend((p, t) for s in self._slots if s.alive for p, t in trees.look(s.pid, full=True))
+        # The workers' trees too, with the same grace.
+        live.extend((p, t) for s in self._slots if s.alive for p, t in self._trees.look(s.pid, full=True))
         survivors = shutdown.kill_and_confirm(live, grace=min(self.spec.grace, 1.0), kill=self._kill)
         for slot in self._slots:
             if slot.alive:

@@ -150,7 +150,7 @@ def _set_word(data: bytearray, name: str, value: int) -> bytearray:
 BAD_SEGMENTS = {
     "wrong magic": (lambda d: _set_word(d, "magic", 0x1234), "wrong magic 0x1234"),
     "zero magic": (lambda d: _set_word(d, "magic", 0), "magic is zero"),
-    "wrong version": (lambda d: _set_word(d, "version", 2), "layout version 2"),
+    "wrong version": (lambda d: _set_word(d, "version", 99), "layout version 99"),
     "wrong row size": (lambda d: _set_word(d, "row_bytes", 96), "row size 96"),
     "capacity out of range": (lambda d: _set_word(d, "capacity", 0), "capacity 0 out of range"),
     "truncated": (lambda d: d[: layout.board_bytes(2)], "does not match capacity 4"),

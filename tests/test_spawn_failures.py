@@ -140,3 +140,47 @@ def test_a_failing_fork_is_a_slot_failure_that_leaks_no_fd(
             10,
             "worker 0 replaced",
         )
+
+
+_EMERGENCY = """
+import os, sys
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from scripts import supkit
+from pool.supervisor import Supervisor
+runtime = sys.argv[1]
+sup = Supervisor(supkit.make_spec("well_behaved", workers=3), runtime_dir=runtime).start()
+print(" ".join(str(w["pid"]) for w in supkit.workers(runtime)), flush=True)
+hog = []
+try:
+    while True:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+
+def broken():
+    raise RuntimeError("injected internal error")
+
+sup._check_ready = broken  # the loop's next wake raises, with no fd left to open
+sup._thread.join(60)
+for fd in hog:
+    os.close(fd)
+print(len(hog), repr(sup._setup_error), flush=True)
+"""
+
+
+def test_the_emergency_stop_needs_no_new_fd(tmp_path: Path, spawn: Any, read_line: Any) -> None:
+    """An internal error while every fd is taken: the emergency stop still kills and confirms
+    every worker (it keeps one fd spare for its /proc reads)."""
+    runtime = supkit.make_runtime(tmp_path)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = spawn.python(_EMERGENCY, runtime, tests, os.path.dirname(tests))
+    pids = [int(p) for p in read_line(proc, timeout=30).split()]
+    assert len(pids) == 3
+    ticks = {pid: start_ticks(pid) for pid in pids}
+    hogged, error = read_line(proc, timeout=90).split(" ", 1)
+    assert int(hogged) > 0 and "injected internal error" in error, error
+    assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    still = [pid for pid in pids if alive(pid, ticks[pid])]
+    assert not still, f"the emergency stop left workers running: {still}"
+    log = supkit.read_log(runtime)
+    assert "supervisor error: injected internal error" in log, log[-2000:]

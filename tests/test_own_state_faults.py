@@ -11,6 +11,7 @@ only with nothing left running (every pid verified).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import psutil
 import pytest
 from cli_targets import FAST, Cli, alive, lock_holders, wait_for
 
+from pool.own_state import RateLimitedLog
 from statusboard.liveness import start_ticks
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,6 +74,7 @@ def stop_and_verify(cli: Cli) -> None:
     assert result.code == 0, str(result)
     assert "internal error" not in result.err, str(result)
     assert len(result.err_lines) <= 1, str(result)
+    assert result.out.startswith(f"pool {cli.name}: stopped"), str(result)
     still = [pid for pid, ticks in everything if alive(pid, ticks)]
     assert not still, f"stop exited 0 but these still run: {still}\n{result}"
 
@@ -265,3 +268,24 @@ def test_shm_too_small_for_the_board_is_one_clear_line(cli: Cli, tmp_path: Path)
         assert cli.status()[0] == 3
     finally:
         _unmount(shm)
+
+
+# -- the rate limit, with a stepped clock -------------------------------------------------------
+
+
+def test_a_repeated_failure_is_logged_once_per_interval_a_new_one_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.own_state.rate")
+    notes = RateLimitedLog(log, interval=30.0)
+    with caplog.at_level(logging.ERROR, logger=log.name):
+        for second in range(0, 61):  # a flush a second for a minute, the disk full all along
+            notes.note("flush", "runtime.json not written: [Errno 28] No space left on device", float(second))
+        notes.note("flush", "runtime.json not written: [Errno 2] No such file or directory", 61.0)
+        assert notes.clear("flush") and not notes.clear("flush")
+    assert [r.getMessage() for r in caplog.records] == [
+        "runtime.json not written: [Errno 28] No space left on device",
+        "runtime.json not written: [Errno 28] No space left on device (and 29 more times since)",
+        "runtime.json not written: [Errno 28] No space left on device (and 29 more times since)",
+        "runtime.json not written: [Errno 2] No such file or directory",
+    ]

@@ -149,7 +149,7 @@ class OwnState:
         try:
             if not self._lock_in_place() and not self._reclaim_directory(now):
                 return False
-            self._write(document, now)
+            self._write(document)
         except (OSError, RuntimeDirError) as exc:
             self._failed_flushes += 1
             self._notes.note(
@@ -164,7 +164,7 @@ class OwnState:
             self._failed_flushes = 0
         return True
 
-    def _write(self, document: dict[str, Any], now: float) -> None:
+    def _write(self, document: dict[str, Any]) -> None:
         try:
             runtime_file.write(self._dir, document)
         except IsADirectoryError:

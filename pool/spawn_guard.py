@@ -34,7 +34,8 @@ from typing import Any
 from multiprocess import popen_fork
 
 RESERVE_FDS = 16  # kept free for the supervisor itself: flushes, log rollover, control, stop
-FDS_PER_START = 10  # socketpair 2, two sentinel pipes 4, pidfd 1, /proc reads 2, a task channel 1
+# At a start's peak: 2 pipe ends, 2 task-channel ends, 4 popen pipes, pidfd, tree, statm, a /proc read.
+FDS_PER_START = 12
 
 
 def open_fds() -> int | None:

@@ -38,6 +38,7 @@ class Slot:
     born_over_rss: bool = False
     survivor: bool = False  # did not die after SIGKILL
     last_error: str = ""  # the last exception summary its worker reported
+    oom_kills_at_start: int | None = None  # the machine's OOM-kill count when it started (pool.oom)
 
     @property
     def alive(self) -> bool:
@@ -64,7 +65,7 @@ class WorkerHooks:
         pass
 
     def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
-        """``how``: why it ended, for messages ("signal SIGKILL; perhaps out of memory?")."""
+        """``how``: why it ended, for messages ("signal SIGKILL; killed from outside ...")."""
         pass
 
     def recycle(self, slot: int, generation: int, reason: str) -> bool:

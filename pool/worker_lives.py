@@ -14,6 +14,7 @@ from pool.budget import RestartBudget
 from pool.containment import CRASH_GRACE_S
 from pool.leaving import AfterExit, Leaving, after_exit
 from pool.loop_state import LoopState
+from pool.oom import oom_kills, sigkill_cause
 from pool.recycle import age_limit
 from pool.slot import Slot
 from pool.state import Event, next_state
@@ -120,6 +121,7 @@ class WorkerLives(LoopState):
         self._trees.track(slot.index, process.pid)
         slot.ticks = ticks
         slot.started = now
+        slot.oom_kills_at_start = oom_kills()  # to tell an OOM kill from a kill -9 (pool.oom)
         slot.restart_at = None
         slot.born_over_rss = False
         limit = age_limit(self.spec, self._rng)
@@ -128,6 +130,7 @@ class WorkerLives(LoopState):
         if self.spec.rss_interval:
             self._rss.track(process.pid)
             slot.rss = self._rss.sample(process.pid) or 0  # so a live worker never shows "not sampled"
+        slot.rss_self = slot.rss  # no descendants yet
         self._set_state(slot, Event.SPAWN)
         board.set_lifecycle(
             slot.index,
@@ -139,6 +142,7 @@ class WorkerLives(LoopState):
             restarts=slot.restarts,
             recycled=slot.recycled,
             rss_bytes=slot.rss,
+            rss_self_bytes=slot.rss_self,
         )
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
         if self._hooks is not None:
@@ -231,7 +235,7 @@ class WorkerLives(LoopState):
             and not slot.replacing
             and (escalation is None or escalation.stage < shutdown.Stage.KILL)
         ):
-            how += "; perhaps out of memory?"
+            how += f"; {sigkill_cause(slot.oom_kills_at_start)}"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
         self._end_tree(slot, escalation, now)
         if self._hooks is not None:

@@ -198,7 +198,12 @@ def test_a_stop_that_cannot_complete_is_a_failure_naming_the_survivor(runtime, m
         assert str(victim) in str(err.value)
         # Each step reaches the worker and its process group (its tree: pool.containment).
         assert sorted(swallowed) == sorted(
-            [(-victim, signal.SIGTERM), (victim, signal.SIGTERM), (-victim, signal.SIGKILL), (victim, signal.SIGKILL)]
+            [
+                (-victim, signal.SIGTERM),
+                (victim, signal.SIGTERM),
+                (-victim, signal.SIGKILL),
+                (victim, signal.SIGKILL),
+            ]
         )
         assert not supkit.is_gone(victim)
         assert supkit.is_gone(other)

@@ -90,6 +90,8 @@ class WorkerLives(LoopState):
         )
         process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
         process.start()
+        if self._hooks is not None:
+            self._hooks.forked(slot.index, slot.generation, process.pid)
         try:
             slot.pidfd = os.pidfd_open(process.pid)
         except (AttributeError, OSError):

@@ -16,6 +16,7 @@ from scripts.supkit import wait_until
 
 import statusboard
 from pool.errors import AlreadyRunning, PoolError, SpecError
+from pool.slot import WorkerHooks
 from pool.supervisor import Supervisor
 from statusboard.probe import probe
 
@@ -354,21 +355,42 @@ def test_rolling_restart_replaces_every_worker_keeping_n_minus_1_running(runtime
     assert slots == [0, 0, 1, 1, 2, 2], order
 
 
-def test_a_replacement_never_inherits_its_predecessors_stop_flag(runtime, monkeypatch):
+class _HoldForkWindow(WorkerHooks):
+    """Holds the supervisor right after each fork, before the new row names the process, until
+    that process has read its stop flag (its first beat) or is gone: the window in which a
+    flag left by the slot's previous process would be taken for its own stop, wide open
+    instead of a rare race."""
+
+    def __init__(self) -> None:
+        self.sup: Supervisor | None = None
+        self.held: list[tuple[int, int, str]] = []  # (slot, generation, how the hold ended)
+
+    def forked(self, slot: int, generation: int, pid: int) -> None:
+        assert self.sup is not None and self.sup.board is not None
+        board = self.sup.board
+        deadline = time.monotonic() + 30  # a timeout for the condition, not a threshold
+        how = "timeout"
+        while time.monotonic() < deadline:
+            if board.word(slot, "beats") > 0:
+                how = "beat"
+                break
+            if supkit.is_gone(pid):
+                how = "gone"
+                break
+            time.sleep(0.002)
+        self.held.append((slot, generation, how))
+
+
+def test_a_replacement_never_inherits_its_predecessors_stop_flag(runtime):
     """Rolling restart and retire leave stop_requested set on the row; the next process in
-    that slot must not read it as its own stop. Slowing the supervisor right after the fork
-    makes the window (fork -> flag cleared) wide instead of a rare race."""
-    import pool.supervisor
-
-    real_start_ticks = pool.supervisor.start_ticks
-
-    def slow_start_ticks(pid):
-        time.sleep(0.3)
-        return real_start_ticks(pid)
-
-    spec = supkit.make_spec("well_behaved", workers=2)
-    with Supervisor(spec, runtime_dir=runtime) as sup:
-        monkeypatch.setattr(pool.supervisor, "start_ticks", slow_start_ticks)
+    that slot must not read it as its own stop. The hook keeps the supervisor from touching
+    the row between fork and the new process's first look at its flag, so without the clear
+    before the fork the replacement would see the flag every time (checked: it does)."""
+    hold = _HoldForkWindow()
+    spec = supkit.make_spec("stop_flag_at_birth", workers=2)
+    sup = Supervisor(spec, runtime_dir=runtime, hooks=hold)
+    hold.sup = sup
+    with sup:
         old = {w["slot"]: w["pid"] for w in supkit.workers(runtime)}
         sup.rolling_restart()
 
@@ -377,15 +399,19 @@ def test_a_replacement_never_inherits_its_predecessors_stop_flag(runtime, monkey
             done = all(w["generation"] >= 2 and w["state"] == "running" for w in rows)
             return rows if done and len(rows) == 2 else None
 
-        rows = wait_until(rolled, 10, lambda: f"both slots rolled: {supkit.workers(runtime)}")
+        rows = wait_until(rolled, 30, lambda: f"both slots rolled: {supkit.workers(runtime)}")
         assert [w["generation"] for w in rows] == [2, 2]
+        assert [w["progress"] for w in rows] == [0.0, 0.0]  # neither saw a stop at birth
         assert [w["restarts"] for w in rows] == [0, 0]
         assert all(w["pid"] != old[w["slot"]] for w in rows)
         sup.scale(1)
-        wait_until(lambda: supkit.running(runtime, 1), 10, "scaled down to 1")
+        wait_until(lambda: supkit.running(runtime, 1), 30, "scaled down to 1")
         sup.scale(2)
-        rows = wait_until(lambda: supkit.running(runtime, 2), 10, "scaled back up to 2")
+        rows = wait_until(lambda: supkit.running(runtime, 2), 30, "scaled back up to 2")
+        assert [w["progress"] for w in rows] == [0.0, 0.0]
         assert [w["restarts"] for w in rows] == [0, 0]
+    # Every spawn was held until its process had looked: 2 first, 2 rolled, 1 after the scale-up.
+    assert [how for _, _, how in hold.held] == ["beat"] * 5, hold.held
     assert not re.search(r"worker \d restarting", supkit.read_log(runtime)), supkit.read_log(runtime)
 
 

@@ -110,7 +110,9 @@ def test_return_is_code_0_a_crash_is_its_signal_and_raise_is_code_1_with_traceba
     assert 'targets.py", line' in traceback and "in raise_now" in traceback
 
 
-def test_crash_is_replaced_quickly(runtime):
+def test_a_first_crash_is_replaced_at_once(runtime):
+    """A slot's first crash is restarted without backoff (the log says so); how fast is a
+    figure (bench group supervisor measures crash -> replacement against the peers)."""
     spec = supkit.make_spec("well_behaved", workers=4)
     latencies = []
     with Supervisor(spec, runtime_dir=runtime), statusboard.attach(runtime) as reader:
@@ -124,7 +126,7 @@ def test_crash_is_replaced_quickly(runtime):
                 row = reader.snapshot().workers()[slot]
                 return row["state"] == "running" and row["pid"] != old["pid"]
 
-            wait_until(replaced, 5, f"slot {slot} replaced", interval=0.0005)
+            wait_until(replaced, 30, f"slot {slot} replaced", interval=0.0005)
             latencies.append(time.monotonic() - t0)
             assert supkit.is_gone(old["pid"])
         rows = reader.snapshot().workers()
@@ -135,8 +137,11 @@ def test_crash_is_replaced_quickly(runtime):
         f"\nFIGURE crash->running latency ms: {[round(x * 1000, 1) for x in latencies]} "
         f"median {statistics.median(latencies) * 1000:.1f}"
     )
-    assert max(latencies) < 1.0
-    assert "perhaps out of memory?" in supkit.read_log(runtime)
+    log = supkit.read_log(runtime)
+    for slot in range(4):
+        assert f"worker {slot} restarting (restart 1)" in log, log  # at once: no "restarting in"
+    assert "restarting in" not in log, log
+    assert "perhaps out of memory?" in log
 
 
 @pytest.mark.parametrize("target", ["hang", "stop_beating"])
@@ -146,7 +151,7 @@ def test_a_worker_that_stops_beating_is_killed_and_replaced(runtime, target):
     with Supervisor(spec, runtime_dir=runtime), statusboard.attach(runtime) as reader:
         first = reader.snapshot().raw_rows()[0]
         old_pid, last_beat = first["pid"], first["heartbeat_ns"]
-        deadline = time.monotonic() + timeout + 5
+        deadline = time.monotonic() + timeout + 30  # a bound for the wait, not a pass mark
         while time.monotonic() < deadline:
             row = reader.snapshot().raw_rows()[0]
             if row["pid"] == old_pid:
@@ -160,7 +165,7 @@ def test_a_worker_that_stops_beating_is_killed_and_replaced(runtime, target):
         new = reader.snapshot().workers()[0]
     beyond = (replaced_at - last_beat) / 1e9 - timeout
     print(f"\nFIGURE {target}: replaced {beyond * 1000:.1f} ms after heartbeat_timeout expired")
-    assert -0.01 <= beyond < 1.0
+    assert beyond >= -0.01  # never before its heartbeat was heartbeat_timeout old
     assert new["generation"] == 2 and new["restarts"] == 1
     assert supkit.is_gone(old_pid)
     log = supkit.read_log(runtime)
@@ -216,11 +221,11 @@ def test_boot_error_stops_the_pool_with_the_reason(runtime, target):
     expected = BOOT_ERRORS[target]
     spec = supkit.make_spec(target, workers=2)
     sup = Supervisor(spec, runtime_dir=runtime)
-    t0 = time.monotonic()
     with pytest.raises(PoolError) as err:
-        sup.start(timeout=15)
-    assert time.monotonic() - t0 < 5
+        sup.start(timeout=60)
+    # The boot error itself ends the start, not the wait for readiness running out.
     assert expected in str(err.value)
+    assert "not ready within" not in str(err.value), err.value
     result = sup.stop()
     assert not result.ok
     assert result.boot_error is not None and expected in result.boot_error
@@ -320,7 +325,7 @@ def test_rolling_restart_replaces_every_worker_keeping_n_minus_1_running(runtime
         generation = reader.snapshot().header["generation"]
         sup.rolling_restart()
         samples, fewest, seen_rolling = 0, n, False
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a bound for the wait, not a pass mark
         while True:
             snap = reader.snapshot()
             rows = snap.workers()

@@ -89,18 +89,14 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_start_options_reach_exec_start(tmp_path: Path) -> None:
+    """How given start options are written (each start option: the derived tests below), and
+    the unit's own options."""
     text = unit(
         "cli_targets:steady",
         "-w", "4",
-        "--heartbeat-timeout", "10",
         "--grace", "2",
-        "--restart", "transient",
-        "--max-restarts", "3",
-        "--restart-window", "30",
         "--max-rss", "512M",
-        "--max-age", "3600",
-        "--metrics-port", "9100",
-        "--log-format", "json",
+        "--restart-window", "30.5",
         "--watchdog-sec", "2.5",
         "--user", "nobody",
         "--description", "Crunchers",
@@ -113,16 +109,10 @@ def test_start_options_reach_exec_start(tmp_path: Path) -> None:
     assert exec_argv(service["ExecStart"])[4:] == [
         "cli_targets:steady",
         "--foreground",
-        "--workers", "4",
-        "--heartbeat-timeout", "10",
-        "--grace", "2",
-        "--restart", "transient",
-        "--max-restarts", "3",
-        "--restart-window", "30",
-        "--max-rss", "512M",
-        "--max-age", "3600",
-        "--metrics-port", "9100",
-        "--log-format", "json",
+        "--workers", "4",  # by its long name
+        "--grace", "2",  # a whole number of seconds as one
+        "--restart-window", "30.5",
+        "--max-rss", "512M",  # as written
     ]  # fmt: skip
     assert service["TimeoutStopSec"] == "12"  # grace 2 + 10
     assert service["WatchdogSec"] == "2500ms"
@@ -325,21 +315,9 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 def test_exec_start_runs_the_pool_and_sigterm_stops_it(cli: Cli, spawn) -> None:
     """What systemd does: run ExecStart in WorkingDirectory, wait, then SIGTERM the main process."""
     result = run(
-        [
-            POOLCTL,
-            "--name",
-            cli.name,
-            "--runtime-dir",
-            str(cli.directory),
-            "systemd-unit",
-            "cli_targets:steady",
-            "-w",
-            "2",
-            "--heartbeat-timeout",
-            "5",
-            "--grace",
-            "0.5",
-        ]
+        cli.argv(
+            "systemd-unit", "cli_targets:steady", "-w", "2", "--heartbeat-timeout", "5", "--grace", "0.5"
+        )
     )
     assert result.code == 0, str(result)
     service = settings(result.out)

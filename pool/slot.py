@@ -61,6 +61,10 @@ class WorkerHooks:
         """An extra Connection end for the new worker (WorkerContext.channel), or None."""
         return None
 
+    def forked(self, slot: int, generation: int, pid: int) -> None:
+        """The process exists; its row does not name it yet (a test holds this window open)."""
+        pass
+
     def started(self, slot: int, generation: int, pid: int) -> None:
         pass
 

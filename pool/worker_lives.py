@@ -100,6 +100,8 @@ class WorkerLives(LoopState):
                 made.append(args.channel)
             process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
             spawn_guard.start(process, fork=self._fork)
+            if self._hooks is not None:
+                self._hooks.forked(slot.index, slot.generation + 1, process.pid)
             ticks = start_ticks(process.pid) or 0
         except OSError as exc:
             for end in made:

@@ -35,9 +35,9 @@ def test_workers_exit_when_their_supervisor_is_sigkilled(runtime, mode):
         sup.signal(signal.SIGKILL)
         t0 = time.monotonic()
         assert sup.wait_exit() == -signal.SIGKILL
-        wait_until(
+        wait_until(  # on their own; how soon is the FIGURE below, not a pass mark
             lambda: supkit.all_gone(pids),
-            3.0,
+            30.0,
             lambda: f"orphaned workers gone: {[p for p in pids if not supkit.is_gone(p)]}",
             interval=0.01,
         )

@@ -1,0 +1,354 @@
+"""Issue 14 item 2: the identity of a running pool is the holder of its supervisor.lock.
+
+Commands that act on a pool (stop, scale, restart) act on the verified lock holder
+(pid + start ticks) or refuse; a pid read from runtime.json alone is never
+signalled; a symlinked runtime.json is refused; `stop` while a pool boots stops
+it. And the finder of what a dead supervisor left (pool.remnants): it returns only
+processes provably that pool's, and `start` and `stop` kill them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from cli_targets import POOLCTL, TESTS_DIR, Cli, alive, cli_session, lock_holders, wait_for
+from scripts import supkit
+
+from statusboard import liveness, runtime_file
+
+pytestmark = pytest.mark.timeout(180)
+
+SLOW_FLUSH = ("--flush-interval", "3600")  # runtime.json is flushed on changes only: a forged one stays
+
+
+def _identity(pid: int) -> tuple[int, int]:
+    ticks = liveness.start_ticks(pid)
+    assert ticks is not None, pid
+    return pid, ticks
+
+
+def _pool_pids(cli: Cli) -> list[tuple[int, int | None]]:
+    document = cli.runtime()
+    found = [_identity(document["supervisor"]["pid"])]
+    found += [(w["pid"], w.get("start_ticks")) for w in document["workers"]]
+    return found
+
+
+def _forge(directory: Path, **supervisor: Any) -> dict[str, Any]:
+    """Rewrite runtime.json with changed supervisor fields (as a bad write or a person might)."""
+    document = json.loads((directory / "runtime.json").read_text())
+    document["supervisor"].update(supervisor)
+    runtime_file.write(directory, {k: v for k, v in document.items() if k != "schema"})
+    return document
+
+
+def _nothing_of(processes: list[tuple[int, int | None]]) -> bool:
+    return not any(alive(pid, ticks) for pid, ticks in processes)
+
+
+# -- a forged runtime.json ----------------------------------------------------------
+
+
+def test_stop_never_signals_a_forged_supervisor_pid_and_stops_the_lock_holder(cli: Cli, spawn: Any) -> None:
+    cli.start("cli_targets:steady", *SLOW_FLUSH, workers=2)
+    real = _pool_pids(cli)
+    bystander = spawn(["sleep", "300"])
+    sleeper = _identity(bystander.pid)
+    _forge(cli.directory, pid=sleeper[0], start_ticks=sleeper[1])
+
+    # scale and restart --rolling: the pool is not what runtime.json says; they must not
+    # signal the bystander (they may refuse, or act on the real supervisor).
+    cli("scale", "3", "--wait", "10")
+    cli("restart", "--rolling", "--wait", "10")
+    assert alive(*sleeper)
+
+    result = cli("stop")
+    assert alive(*sleeper), f"stop signalled pid {sleeper[0]}, named only by a forged runtime.json\n{result}"
+    if result.code == 0:
+        assert "runtime.json" in result.out, str(result)
+        assert _nothing_of(real), f"stop said 'stopped' but the pool runs: {real}\n{result}"
+        assert not lock_holders(cli.directory / "supervisor.lock")
+    else:
+        assert len(result.err_lines) == 1, str(result)
+        assert "stopped" not in result.out
+    cli.remember()
+
+
+# -- a symlinked runtime.json ---------------------------------------------------------
+
+
+def test_a_symlinked_runtime_json_is_refused_and_the_other_pool_untouched(tmp_path: Path) -> None:
+    dirs = []
+    for tag in ("a", "b"):
+        path = tmp_path / tag
+        path.mkdir(mode=0o700)
+        dirs.append(path)
+    with cli_session(dirs[0]) as a, cli_session(dirs[1]) as b:
+        a.start("cli_targets:steady", *SLOW_FLUSH, workers=2)
+        b.start("cli_targets:steady", *SLOW_FLUSH, workers=2)
+        a_pids, b_pids = _pool_pids(a), _pool_pids(b)
+        b_before = b.status()[1]
+        (a.directory / "runtime.json").unlink()
+        (a.directory / "runtime.json").symlink_to(b.directory / "runtime.json")
+
+        status = a("status")
+        assert status.code == 4, str(status)
+        assert len(status.err_lines + status.out.splitlines()) >= 1 and "symlink" in status.out + status.err
+        for args in (
+            ("stop",),
+            ("scale", "3", "--wait", "5"),
+            ("restart", "--rolling", "--wait", "5"),
+            ("restart",),
+        ):
+            result = a(*args)
+            assert result.code == 1, str(result)
+            assert len(result.err_lines) == 1 and "symlink" in result.err, str(result)
+            assert "stopped" not in result.out and "running" not in result.out, str(result)
+
+        code, b_after = b.status()
+        assert code == 0, b_after
+        assert b_after["supervisor"]["pid"] == b_before["supervisor"]["pid"]
+        assert [(w["pid"], w["generation"]) for w in b_after["workers"]] == [
+            (w["pid"], w["generation"]) for w in b_before["workers"]
+        ]
+        assert all(alive(pid, ticks) for pid, ticks in a_pids + b_pids)
+
+        # The symlink gone, `stop` finds pool a by its lock and stops it.
+        (a.directory / "runtime.json").unlink()
+        result = a("stop")
+        assert result.code == 0, str(result)
+        assert _nothing_of(a_pids)
+        b.ok("stop")
+        assert _nothing_of(b_pids)
+
+
+# -- the boot window ----------------------------------------------------------------------
+
+_NAMED_HOLDER = """
+import fcntl, os, sys
+sys.path.insert(0, sys.argv[2])
+from statusboard.liveness import start_ticks
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{os.getpid()} {start_ticks(os.getpid())}\\n".encode(), 0)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_stop_while_the_lock_is_held_and_runtime_json_not_yet_written_stops_the_holder(
+    runtime_dir: Path, spawn: Any, read_line: Callable[..., str]
+) -> None:
+    """The boot window: a supervisor holds the lock (and names itself in it) but has not
+    flushed runtime.json yet. `stop` must stop it, not say "never started"."""
+    holder = spawn.python(_NAMED_HOLDER, runtime_dir / "supervisor.lock", Path(__file__).parent.parent)
+    assert read_line(holder) == "locked"
+    result = Cli(runtime_dir)("stop", "--timeout", "5")
+    assert result.code == 0, str(result)
+    assert "never started" not in result.out, str(result)
+    assert holder.wait(timeout=10) == -signal.SIGTERM
+    assert not lock_holders(runtime_dir / "supervisor.lock")
+
+
+def test_a_lock_holder_that_does_not_name_itself_is_not_signalled(
+    runtime_dir: Path, lock_holder: Callable[[Path], Any]
+) -> None:
+    holder = lock_holder(runtime_dir)  # flock only, supervisor.lock left empty
+    result = Cli(runtime_dir)("stop", "--timeout", "1")
+    assert result.code == 1, str(result)
+    assert len(result.err_lines) == 1 and "supervisor.lock" in result.err, str(result)
+    assert holder.proc.poll() is None
+    holder.release()
+
+
+def _pool_processes_by_title(name: str, directory: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+            continue
+        if f"[{name}]" in cmdline or ("pool.daemon" in cmdline and str(directory) in cmdline):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_stop_racing_a_start_leaves_nothing_running(cli: Cli, attempt: int) -> None:
+    lock = cli.directory / "supervisor.lock"
+    argv = [
+        POOLCTL,
+        "--name",
+        cli.name,
+        "--runtime-dir",
+        str(cli.directory),
+        "start",
+        "cli_targets:slow_boot",
+        "-w",
+        "2",
+        "--grace",
+        "0.5",
+        "--heartbeat-timeout",
+        "5",
+    ]
+    starter = subprocess.Popen(
+        argv, cwd=TESTS_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(
+            lambda: lock.exists() and liveness.lock_holder_present(lock),
+            30,
+            "the supervisor to take its lock",
+            interval=0.001,
+        )
+        holders = lock_holders(lock)
+        result = cli("stop")
+        assert result.code == 0, str(result)
+        assert not lock_holders(lock), str(result)
+        assert not any(alive(pid) for pid in holders)
+        left = _pool_processes_by_title(cli.name, cli.directory)
+        assert not left, f"after `stop` exit 0: {[p.pid for p in left]}\n{result}"
+        starter.wait(timeout=60)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        starter.communicate(timeout=30)
+
+
+# -- what a dead supervisor left ----------------------------------------------------------
+
+# A stand-in worker: leads its own process group (as the supervisor makes workers do),
+# starts a child in its group and a grandchild that escapes with setsid(), prints their pids.
+_WORKER = """
+import os, subprocess, sys, time
+os.setpgid(0, 0)
+child = subprocess.Popen(["sleep", "300"])
+escaper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+print(child.pid, escaper.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def _dead_identity(spawn: Any) -> tuple[int, int]:
+    proc = spawn(["sleep", "300"])
+    identity = _identity(proc.pid)
+    proc.kill()
+    proc.wait()
+    return identity
+
+
+def _old_pool(spawn: Any, read_line: Callable[..., str]) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    """A dead supervisor's runtime.json document whose one worker (and its children) live on."""
+    worker = spawn.python(_WORKER)
+    child, escaper = map(int, read_line(worker).split())
+    sup = _dead_identity(spawn)
+    procs = {"worker": _identity(worker.pid), "child": _identity(child), "escaper": _identity(escaper)}
+    document = {
+        "pool": f"pt-old-{uuid.uuid4().hex[:6]}",
+        "state": "running",
+        "supervisor": {"pid": sup[0], "start_ticks": sup[1]},
+        "workers_desired": 1,
+        "workers": [{"slot": 0, "pid": worker.pid, "start_ticks": procs["worker"][1], "state": "running"}],
+        "descendants": [{"pid": escaper, "start_ticks": procs["escaper"][1], "slot": 0}],
+    }
+    return document, procs
+
+
+def _kill_all(procs: dict[str, tuple[int, int]]) -> None:
+    for pid, ticks in procs.values():
+        if alive(pid, ticks):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_remnants_are_the_workers_their_descendants_and_group_and_nothing_else(
+    spawn: Any, read_line: Callable[..., str]
+) -> None:
+    from pool.remnants import remnants
+
+    bystander = spawn(["sleep", "300"])
+    document, procs = _old_pool(spawn, read_line)
+    try:
+        found = {(r.pid, r.start_ticks) for r in remnants(document)}
+        assert found == set(procs.values())
+        assert _identity(bystander.pid) not in found and _identity(os.getpid()) not in found
+
+        # The worker dies (reaped): its group lives on in the child, which is still provably
+        # the old pool's; the escaper is named in "descendants".
+        worker_pid = procs["worker"][0]
+        os.kill(worker_pid, signal.SIGKILL)
+        next(p for p in spawn.procs if p.pid == worker_pid).wait()
+        found = {(r.pid, r.start_ticks) for r in remnants(document)}
+        assert found == {procs["child"], procs["escaper"]}
+
+        # A supervisor that is alive left nothing: its processes are its own business.
+        live = dict(
+            document, supervisor={"pid": os.getpid(), "start_ticks": liveness.start_ticks(os.getpid())}
+        )
+        assert remnants(live) == []
+    finally:
+        _kill_all(procs)
+
+
+def test_start_kills_what_a_dead_supervisor_left_and_logs_one_line(
+    runtime: Path, spawn: Any, read_line: Callable[..., str]
+) -> None:
+    from pool.supervisor import Supervisor
+
+    bystander = spawn(["sleep", "300"])
+    document, procs = _old_pool(spawn, read_line)
+    try:
+        spec = supkit.make_spec("well_behaved", workers=1, grace=0.5)
+        runtime_file.write(runtime, dict(document, pool=spec.name))
+        with supkit.leak_check(), Supervisor(spec, runtime_dir=runtime):
+            assert _nothing_of(list(procs.values()))
+            lines = supkit.log_lines(runtime, "left by dead supervisor")
+            assert len(lines) == 1, lines
+            assert (
+                f"killed 3 process(es) left by dead supervisor pid {document['supervisor']['pid']}:"
+                in lines[0]
+            )
+        assert alive(*_identity(bystander.pid))
+    finally:
+        _kill_all(procs)
+
+
+def test_stop_kills_what_a_dead_supervisor_left(cli: Cli, spawn: Any, read_line: Callable[..., str]) -> None:
+    bystander = spawn(["sleep", "300"])
+    document, procs = _old_pool(spawn, read_line)
+    try:
+        runtime_file.write(cli.directory, dict(document, pool=cli.name))
+        result = cli("stop")
+        assert result.code == 0, str(result)
+        assert (
+            f"killed 3 process(es) left by dead supervisor pid {document['supervisor']['pid']}" in result.out
+        )
+        assert _nothing_of(list(procs.values()))
+        assert alive(*_identity(bystander.pid))
+        assert cli.status()[1]["state"] == "stopped"
+    finally:
+        _kill_all(procs)
+
+
+def test_the_fast_stop_stays_free_of_heavy_imports(cli: Cli) -> None:
+    cli.start(workers=1)
+    code = (
+        "import sys; from cli.main import main; rc = main(sys.argv[1:]); "
+        "bad = [m for m in ('typer', 'numpy', 'psutil') if m in sys.modules]; print(rc, bad)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--name", cli.name, "--runtime-dir", str(cli.directory), "stop"],
+        cwd=TESTS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.splitlines()[-1] == "0 []", out

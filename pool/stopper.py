@@ -61,15 +61,17 @@ def stop_pool(runtime_dir: Path, *, timeout: float) -> StopOutcome:
     except RuntimeFileUnsafe as exc:
         return StopOutcome(False, f"cannot stop: {exc}")
     except RuntimeFileMissing:
-        document = None
-    except RuntimeFileError:
-        document = None  # unreadable: the lock still says whether a supervisor runs
+        document, problem = None, None
+    except RuntimeFileError as exc:
+        document, problem = None, str(exc)  # unreadable: the lock still says whether a supervisor runs
+    else:
+        problem = None
     try:
         holder = _await_holder(runtime_dir / LOCK_NAME, timeout)
     except _Refused as exc:
         return StopOutcome(False, str(exc))
     if holder is None:
-        return _clean_dead(runtime_dir, document)
+        return _clean_dead(runtime_dir, document, problem)
     return _stop_holder(runtime_dir, holder, document, timeout)
 
 
@@ -136,9 +138,9 @@ def _stop_holder(
         after = None
     own = after if after is not None and _supervisor_of(after) == holder else None
     last = _as_document(holder, workers, own)
-    cleaned = _finalise(runtime_dir, own or after or document, last, forced, holder)
-    notes += cleaned.notes
     survivors = [pid for pid, ticks in [holder, *workers] if is_alive(pid, ticks)]
+    cleaned = _finalise(runtime_dir, own or after or document, last, forced, holder, survivors)
+    notes += cleaned.notes
     survivors += [pid for pid in cleaned.survivors if pid not in survivors]
     detail = "".join(f"; {note}" for note in notes)
     if survivors:
@@ -149,12 +151,12 @@ def _stop_holder(
     return StopOutcome(True, how + detail)
 
 
-def _clean_dead(runtime_dir: Path, document: dict[str, Any] | None) -> StopOutcome:
+def _clean_dead(runtime_dir: Path, document: dict[str, Any] | None, problem: str | None) -> StopOutcome:
     """No supervisor holds the lock: clean what a dead one left, if anything."""
     if document is None and not (runtime_dir / LOCK_NAME).exists():
-        return StopOutcome(True, "not running (never started)", was_running=False)
+        return StopOutcome(True, f"not running ({problem or 'never started'})", was_running=False)
     state = document["state"] if document is not None else None
-    cleaned = _finalise(runtime_dir, document, None, False, None)
+    cleaned = _finalise(runtime_dir, document, None, False, None, [])
     detail = "".join(f"; {note}" for note in cleaned.notes)
     if cleaned.survivors:
         return StopOutcome(
@@ -163,7 +165,7 @@ def _clean_dead(runtime_dir: Path, document: dict[str, Any] | None) -> StopOutco
             cleaned.survivors,
         )
     if state in (None, "stopped") and not cleaned.killed:
-        why = "stopped" if state == "stopped" else "never started"
+        why = "stopped" if state == "stopped" else problem or "never started"
         return StopOutcome(True, f"not running ({why}){detail}", was_running=False)
     return StopOutcome(True, f"stopped (the supervisor was already dead){detail}", was_running=False)
 
@@ -181,9 +183,11 @@ def _finalise(
     last: dict[str, Any] | None,
     forced: bool,
     holder: Identity | None,
+    survivors: list[int],
 ) -> _Finalised:
     """With no supervisor alive, take its lock, clean up after it, and write the truth if
-    it could not. ``last`` describes the supervisor just stopped (else runtime.json does)."""
+    it could not. ``last`` describes the supervisor just stopped (else runtime.json does);
+    ``survivors`` are the stop's own, found before the clean-up."""
     lock = SupervisorLock(runtime_dir)
     try:
         lock.acquire(record=False)
@@ -196,7 +200,7 @@ def _finalise(
         killed = cleanup.killed > 0
         if current is None:
             return _Finalised(cleanup.notes, cleanup.survivors, killed)
-        survivors = cleanup.survivors
+        survivors = survivors + [pid for pid in cleanup.survivors if pid not in survivors]
         final_state = "stop_failed" if survivors else "stopped"
         if (
             current["state"] == final_state

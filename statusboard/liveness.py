@@ -167,9 +167,14 @@ def lock_holder(lock_path: str | os.PathLike[str]) -> tuple[bool, Identity | Non
 
 
 def lock_held_by(lock_path: str | os.PathLike[str], pid: int, ticks: int) -> bool:
-    """True when supervisor.lock is held and its record names (pid, ticks): the cheap check
-    for the status path (one open, one flock probe, one pread), where the caller has
-    already verified that (pid, ticks) is alive."""
+    """True when supervisor.lock is held and its record does not name another process than
+    (pid, ticks): the cheap check for the status path (one open, one flock probe, one
+    pread), where the caller has already verified that (pid, ticks) is alive.
+
+    An empty or unreadable record (a holder in the microseconds before it writes it)
+    does not contradict: the flock alone decides, as it always did. A record naming
+    someone else does: runtime.json's pid is then not this pool's supervisor.
+    """
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -180,4 +185,4 @@ def lock_held_by(lock_path: str | os.PathLike[str], pid: int, ticks: int) -> boo
         recorded, _ = parse_lock_record(os.pread(fd, 128, 0))
     finally:
         os.close(fd)
-    return recorded is not None and recorded[0] == pid and recorded[1] in (None, ticks)
+    return recorded is None or (recorded[0] == pid and recorded[1] in (None, ticks))

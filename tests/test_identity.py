@@ -182,7 +182,7 @@ def _pool_processes_by_title(name: str, directory: Path) -> list[psutil.Process]
     return found
 
 
-@pytest.mark.parametrize("attempt", range(5))
+@pytest.mark.parametrize("attempt", range(int(os.environ.get("RACE_ATTEMPTS", "5"))))
 def test_stop_racing_a_start_leaves_nothing_running(cli: Cli, attempt: int) -> None:
     lock = cli.directory / "supervisor.lock"
     argv = [
@@ -217,6 +217,7 @@ def test_stop_racing_a_start_leaves_nothing_running(cli: Cli, attempt: int) -> N
         assert not any(alive(pid) for pid in holders)
         left = _pool_processes_by_title(cli.name, cli.directory)
         assert not left, f"after `stop` exit 0: {[p.pid for p in left]}\n{result}"
+        assert not cli.segments(), f"after `stop` exit 0: {cli.segments()}\n{result}\n{cli.log_lines()}"
         starter.wait(timeout=60)
     finally:
         if starter.poll() is None:
@@ -352,3 +353,26 @@ def test_the_fast_stop_stays_free_of_heavy_imports(cli: Cli) -> None:
         timeout=60,
     )
     assert out.stdout.splitlines()[-1] == "0 []", out
+
+
+def test_scale_reaches_only_the_lock_holder_even_through_a_wrong_control_socket(tmp_path: Path) -> None:
+    """runtime.json of pool a names pool b's control socket (its own supervisor pid intact):
+    `scale` must not resize b. The kernel says who serves a socket (SO_PEERCRED)."""
+    dirs = []
+    for tag in ("a", "b"):
+        path = tmp_path / tag
+        path.mkdir(mode=0o700)
+        dirs.append(path)
+    with cli_session(dirs[0]) as a, cli_session(dirs[1]) as b:
+        a.start("cli_targets:steady", *SLOW_FLUSH, workers=1)
+        b.start("cli_targets:steady", *SLOW_FLUSH, workers=1)
+        document = a.runtime()
+        document["control"] = b.runtime()["control"]
+        runtime_file.write(a.directory, {k: v for k, v in document.items() if k != "schema"})
+
+        result = a("scale", "2", "--wait", "5")
+        assert result.code == 1, str(result)
+        assert len(result.err_lines) == 1 and "lock holder" in result.err, str(result)
+        assert b.status()[1]["workers_desired"] == 1
+        a.ok("stop")
+        b.ok("stop")

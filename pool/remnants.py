@@ -15,8 +15,8 @@ when that is provable from what the dead supervisor recorded in runtime.json:
   as long as a process group of that id exists, so while the group lives its id still
   means the old worker's group. If the pid itself is alive as another process (other
   start ticks) it was reused, which proves the old group ended: nothing is taken from it;
-- a child of any process found so far that started at or after its parent (its parent
-  is that very process, so the child is its descendant).
+- a descendant of any process found so far (pool.proctree's walk of /proc children
+  lists) that started at or after it: its ancestor is that very process.
 
 Everything else is left alone: a pid alone proves nothing. One residual case is not
 excluded: the old group ended, its id was reused by a process that made a group of its
@@ -24,7 +24,7 @@ own and died, and that group's members live on, all between two starts of this p
 that needs the pid space to wrap around first.
 
 Read from /proc with the stdlib (this runs in `poolctl stop`'s fast path, without
-psutil); one scan of /proc per call, at stop and start only.
+psutil): one scan of /proc for the groups (pool.proctree), at stop and start only.
 """
 
 from __future__ import annotations
@@ -33,22 +33,16 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from pool.proctree import descendants, group_members
 from pool.shutdown import kill_and_confirm
-from statusboard.liveness import is_alive
+from statusboard.liveness import is_alive, start_ticks
 
 
 @dataclass(frozen=True)
 class Remnant:
     pid: int
     start_ticks: int
-    why: str  # "worker 2", "descendant of worker 2", "in worker 2's process group", "child of pid 812"
-
-
-@dataclass(frozen=True)
-class _Proc:
-    ppid: int
-    pgrp: int
-    ticks: int
+    why: str  # "worker 2", "descendant of worker 2", "in worker 2's process group", "descendant of pid 812"
 
 
 def remnants(document: dict[str, Any]) -> list[Remnant]:
@@ -78,21 +72,25 @@ def remnants(document: dict[str, Any]) -> list[Remnant]:
     }
     if not recorded:
         return []
-    table = _process_table()
     found: dict[int, Remnant] = {}
     for pid, (ticks, why) in recorded.items():
-        proc = table.get(pid)
-        if proc is not None and proc.ticks == ticks:
+        if is_alive(pid, ticks):
             found[pid] = Remnant(pid, ticks, why)
-    for leader, (ticks, slot) in workers.items():
-        reused = leader in table and table[leader].ticks != ticks
-        if reused:
-            continue
-        for pid, proc in table.items():
-            if proc.pgrp == leader and proc.ticks >= ticks and pid not in found:
-                found[pid] = Remnant(pid, proc.ticks, f"in worker {slot}'s process group")
-    _add_children(found, table)
-    mine = _ancestors(table)
+    # A worker's group id still means that worker's group unless the pid runs as another
+    # process now (reused, so the old group had ended): then nothing is taken from it.
+    leaders = {
+        pid: (ticks, slot) for pid, (ticks, slot) in workers.items() if start_ticks(pid) in (None, ticks)
+    }
+    for leader, members in group_members(set(leaders)).items():
+        ticks, slot = leaders[leader]
+        for pid, member_ticks in members:
+            if member_ticks >= ticks and pid not in found:
+                found[pid] = Remnant(pid, member_ticks, f"in worker {slot}'s process group")
+    for remnant in list(found.values()):
+        for pid, ticks in descendants(remnant.pid):
+            if ticks >= remnant.start_ticks and pid not in found:
+                found[pid] = Remnant(pid, ticks, f"descendant of pid {remnant.pid}")
+    mine = _ancestors()
     return sorted((r for r in found.values() if r.pid not in mine), key=lambda r: r.pid)
 
 
@@ -129,48 +127,21 @@ def _recorded(entries: object, sup_ticks: int) -> dict[int, tuple[int, object]]:
         pid, ticks = _int(entry.get("pid")), _int(entry.get("start_ticks"))
         # A process of the pool started after its supervisor; anything else is a bad record.
         if pid is not None and ticks is not None and ticks >= sup_ticks:
-            out[pid] = (ticks, entry.get("slot", "?"))
+            slot = entry.get("slot")
+            out[pid] = (ticks, slot if isinstance(slot, int) and slot >= 0 else "?")
     return out
 
 
-def _process_table() -> dict[int, _Proc]:
-    """Every live (non-zombie) process: parent, process group, start ticks."""
-    table: dict[int, _Proc] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(b")") + 2 :].split()
-        if len(rest) < 20 or rest[0] in (b"Z", b"X"):
-            continue
-        table[int(name)] = _Proc(ppid=int(rest[1]), pgrp=int(rest[2]), ticks=int(rest[19]))
-    return table
-
-
-def _add_children(found: dict[int, Remnant], table: dict[int, _Proc]) -> None:
-    children: dict[int, list[int]] = {}
-    for pid, proc in table.items():
-        children.setdefault(proc.ppid, []).append(pid)
-    pending = list(found)
-    while pending:
-        parent = pending.pop()
-        for child in children.get(parent, []):
-            proc = table[child]
-            if child not in found and proc.ticks >= found[parent].start_ticks:
-                found[child] = Remnant(child, proc.ticks, f"child of pid {parent}")
-                pending.append(child)
-
-
-def _ancestors(table: dict[int, _Proc]) -> set[int]:
+def _ancestors() -> set[int]:
     """This process and its ancestors: never a remnant, whatever a record says."""
-    mine = set()
+    mine: set[int] = set()
     pid = os.getpid()
     while pid > 0 and pid not in mine:
         mine.add(pid)
-        proc = table.get(pid)
-        pid = proc.ppid if proc is not None else 0
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                raw = f.read()
+            pid = int(raw[raw.rfind(b")") + 2 :].split()[1])  # field 4, ppid
+        except (OSError, IndexError, ValueError):
+            break
     return mine

@@ -9,7 +9,9 @@ import os
 import time
 
 from pool import shutdown
-from pool.budget import AfterExit, RestartBudget, after_exit
+from pool.budget import RestartBudget
+from pool.containment import CRASH_GRACE_S
+from pool.leaving import AfterExit, Leaving, after_exit
 from pool.loop_state import LoopState
 from pool.recycle import age_limit
 from pool.slot import Slot
@@ -43,13 +45,13 @@ class WorkerLives(LoopState):
             )
         for slot in self._slots:
             if slot.index < desired:
-                if slot.retire and slot.alive:
-                    slot.replace = True  # wanted again before it exited: respawn it, not a crash
-                slot.retire = False
+                if slot.leaving is Leaving.RETIRE:
+                    # Wanted again before it exited: respawn it, not a crash.
+                    slot.leaving = Leaving.RESPAWN if slot.alive else None
                 if slot.state is S.EMPTY:
                     self._spawn(slot, now)
-            elif not slot.retire:
-                slot.retire = True
+            elif slot.leaving is not Leaving.RETIRE:
+                slot.leaving = Leaving.RETIRE
                 if slot.alive:
                     self._begin_escalation(slot, "retire", now)
                 elif slot.state is not S.EMPTY:
@@ -99,10 +101,11 @@ class WorkerLives(LoopState):
         if args.channel is not None:
             args.channel.close()
         slot.process, slot.conn, slot.pid = process, parent_end, process.pid
+        self._trees.track(slot.index, process.pid)
         slot.ticks = start_ticks(process.pid) or 0
         slot.started = now
         slot.restart_at = None
-        slot.draining = slot.recycle_queued = slot.born_over_rss = False
+        slot.born_over_rss = False
         limit = age_limit(self.spec, self._rng)
         slot.recycle_at = None if limit is None else now + limit
         slot.rss = 0
@@ -148,6 +151,7 @@ class WorkerLives(LoopState):
         biggest idle cost of a large pool), and every worker once per SWEEP_S."""
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
+            self._trees.sweep(now, self.spec.grace)
             due = [s for s in self._slots if s.alive]
         else:
             due = [self._exit_fds[fd] for fd in ready if fd in self._exit_fds]
@@ -175,19 +179,21 @@ class WorkerLives(LoopState):
         self._poller = None
         self._rss.forget(slot.pid)
         slot.recycle_at = None
-        if slot.draining:
-            # It died while its work was being drained for a recycle: that is a crash.
-            slot.draining = slot.replace = False
         prev = slot.state
         escalation, slot.escalation = slot.escalation, None
         self._set_state(slot, Event.EXIT)
         assert self.board is not None
-        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0)
-        slot.rss = 0
+        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0, rss_self_bytes=0)
+        slot.rss = slot.rss_self = 0
         how = describe_exit(code)
-        if code == -9 and not slot.replace and (escalation is None or escalation.stage < shutdown.Stage.KILL):
+        if (
+            code == -9
+            and not slot.replacing
+            and (escalation is None or escalation.stage < shutdown.Stage.KILL)
+        ):
             how += "; perhaps out of memory?"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
+        self._end_tree(slot, escalation, now)
         if self._hooks is not None:
             if prev is S.HUNG:
                 how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
@@ -207,14 +213,21 @@ class WorkerLives(LoopState):
             boot_error = kind == "boot_error" and code == BOOT_ERROR_EXIT
         outcome = after_exit(
             self.spec.restart,
+            slot.leaving,
+            stopping=self._stopping,
             code=code,
             hung=prev is S.HUNG,
             booted=prev is not S.STARTING,
             boot_error=boot_error,
-            retire=slot.retire,
-            stopping=self._stopping,
-            planned=slot.replace,
         )
+        if slot.leaving in (Leaving.RECYCLE_DUE, Leaving.DRAIN, Leaving.RETIRE) or outcome in (
+            AfterExit.STOPPED,
+            AfterExit.BOOT_ERROR,
+        ):
+            # The change ended with this process: a queued or draining recycle died under
+            # it (a crash), a retire emptied the slot, or the pool stops. A replacement
+            # keeps its reason until its successor beats (or the slot gives up).
+            slot.leaving = None
         if outcome is AfterExit.BOOT_ERROR:
             self._set_state(slot, Event.GIVE_UP)
             self._boot_error = self._boot_error or slot.last_error
@@ -233,6 +246,23 @@ class WorkerLives(LoopState):
             self._slot_given_up(slot)
         else:
             self._restart(slot, now)
+
+    def _end_tree(self, slot: Slot, escalation: shutdown.Escalation | None, now: float) -> None:
+        """What the worker started ends with it: SIGTERM now, SIGKILL when its stop's grace
+        ends (a crash: shortly), at once when its stop had reached SIGKILL."""
+        killed = escalation is not None and escalation.stage >= shutdown.Stage.KILL
+        grace_until = None if escalation is None else escalation.started + escalation.grace
+        left = self._trees.release(slot.index, slot.pid, now, grace_until=grace_until, killed=killed)
+        if left:
+            self.log.warning(
+                "worker %d (pid %d) left %d process(es) running; ending them: %s",
+                slot.index,
+                slot.pid,
+                left,
+                "SIGKILL"
+                if killed
+                else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
+            )
 
     def _restart(self, slot: Slot, now: float) -> None:
         """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
@@ -280,8 +310,8 @@ class WorkerLives(LoopState):
             if slot.state is S.STARTING and beats:
                 self._set_state(slot, Event.FIRST_BEAT)
                 self._check_birth_rss(slot)
-                if slot.replace:
-                    slot.replace = False
+                if slot.replacing:
+                    slot.leaving = None
                     if self._rolling and self._rolling[0] == slot.index:
                         self._rolling.popleft()
             reference = (
@@ -307,8 +337,11 @@ class WorkerLives(LoopState):
         assert self.board is not None
         if why == "hang":
             self._set_state(slot, Event.HANG)
+            self._trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             return
+        # Know its tree now: a worker that leaves at the flag leaves its children to us.
+        self._trees.look(slot.pid, full=True)
         if slot.state is not S.STOPPING:
             self._set_state(slot, Event.STOP)
         self.board.set_lifecycle(slot.index, stop_requested=1)
@@ -334,6 +367,7 @@ class WorkerLives(LoopState):
                     "the stop flag" if stage is shutdown.Stage.TERM else "SIGTERM",
                     signum.name,
                 )
+                self._trees.signal_tree(slot.pid, signum)
                 shutdown.send(self._kill, slot.pid, signum)
             elif stage is shutdown.Stage.GAVE_UP:
                 slot.survivor = True
@@ -363,9 +397,9 @@ class WorkerLives(LoopState):
         if not self._ready.is_set() and slot.state is S.FAILED and slot.index < self._desired:
             why = f": {slot.last_error}" if slot.last_error else ""
             self._notify(f"failed: worker {slot.index} failed before the pool was ready{why}")
-        if not slot.replace:
+        if not slot.replacing:
             return
-        slot.replace = False
+        slot.leaving = None
         if self._rolling and self._rolling[0] == slot.index:
             self._rolling.clear()
             self.log.error(

@@ -376,3 +376,34 @@ def test_scale_reaches_only_the_lock_holder_even_through_a_wrong_control_socket(
         assert b.status()[1]["workers_desired"] == 1
         a.ok("stop")
         b.ok("stop")
+
+
+@pytest.mark.parametrize("command", ["stop", "start"])
+def test_what_a_sigkilled_supervisor_left_is_ended_by_the_next_stop_or_start(cli: Cli, command: str) -> None:
+    """A real pool: its worker's helper escaped into its own session and ignores SIGTERM.
+    The supervisor is SIGKILLed; the helper outlives it (runtime.json names it among the
+    descendants); the next `stop` or `start` kills it and says so in one line."""
+    cli.start("cli_targets:leaves_a_stubborn_escaper", "--flush-interval", "0.2", workers=1)
+    supervisor = cli.supervisor()
+
+    def recorded() -> list[dict[str, Any]]:
+        return [d for d in cli.runtime().get("descendants", []) if alive(d["pid"], d["start_ticks"])]
+
+    escaper = wait_for(recorded, 30, "the escaped helper in runtime.json's descendants")[0]
+    escaper_id = (escaper["pid"], escaper["start_ticks"])
+    cli.seen[escaper["pid"]] = escaper["start_ticks"]  # teardown kills it whatever happens
+    os.killpg(supervisor[0], signal.SIGKILL)  # the daemon's whole group; the helper has its own session
+    wait_for(lambda: not alive(*supervisor), 30, "the supervisor to die")
+    assert alive(*escaper_id)
+
+    line = f"killed 1 process(es) left by dead supervisor pid {supervisor[0]}: pid {escaper_id[0]} (descendant of worker 0)"
+    if command == "stop":
+        result = cli("stop")
+        assert result.code == 0, str(result)
+        assert line in result.out, str(result)
+    else:
+        cli.start(workers=1)
+        assert any(line in entry for entry in cli.log_lines()), cli.log_lines()
+        cli.ok("stop")
+    assert not alive(*escaper_id)
+    assert cli.status()[0] == 3

@@ -147,6 +147,11 @@ def _stop_holder(
         return StopOutcome(
             False, f"stop failed: still alive: pid {', '.join(map(str, survivors))}{detail}", survivors
         )
+    if cleaned.lock_taken_by is not None:
+        # Something holds the lock again (a supervisor started meanwhile): the pool runs.
+        return StopOutcome(
+            False, f"stop failed: supervisor.lock is held again, by {cleaned.lock_taken_by}{detail}"
+        )
     how = "stopped (supervisor did not exit in time; killed)" if forced else "stopped"
     return StopOutcome(True, how + detail)
 
@@ -175,6 +180,7 @@ class _Finalised:
     notes: list[str]
     survivors: list[int]
     killed: bool
+    lock_taken_by: str | None = None  # another process held supervisor.lock when we came to clean up
 
 
 def _finalise(
@@ -192,7 +198,9 @@ def _finalise(
     try:
         lock.acquire(record=False)
     except AlreadyRunning:
-        return _Finalised([], [], False)  # a new supervisor started meanwhile; runtime.json is its to write
+        # A new supervisor started meanwhile (runtime.json is its to write), or a child of
+        # the old one kept its lock open.
+        return _Finalised([], [], False, _kernel_holders(lock.path))
     except OSError as exc:
         return _Finalised([f"cannot take {lock.path} to clean up: {exc.strerror or exc}"], [], False)
     try:

@@ -184,3 +184,21 @@ def test_a_dead_predecessors_board_is_removed_and_nothing_else(
         assert any(f"removed board {ours} of dead supervisor pid {pid}" in line for line in cli.log_lines())
         cli.ok("stop")
     stranger.unlink()
+
+
+@pytest.mark.parametrize(
+    ("name", "owner"),
+    [
+        ("x-5-6", (5, 6)),
+        ("x-1-5-6", (5, 6)),  # pool "x-1": the pool name never shifts pid and ticks
+        ("pool-812-0-5-6", (5, 6)),  # an anonymous pool.Pool
+        ("5-6", None),  # no pool name
+        ("x-5-z", None),
+        ("x-5-", None),
+    ],
+)
+def test_segment_owner_is_parsed_from_the_right(name: str, owner: tuple[int, int] | None) -> None:
+    from statusboard.board import segment_owner
+
+    assert segment_owner(f"poolctl-{os.getuid()}-{name}") == owner
+    assert segment_owner(f"poolctl-{os.getuid() + 1}-{name}") is None  # another user's

@@ -407,3 +407,28 @@ def test_what_a_sigkilled_supervisor_left_is_ended_by_the_next_stop_or_start(cli
         cli.ok("stop")
     assert not alive(*escaper_id)
     assert cli.status()[0] == 3
+
+
+def test_a_lock_record_the_kernel_contradicts_is_not_believed(
+    runtime_dir: Path, lock_holder: Callable[[Path], Any], spawn: Any
+) -> None:
+    """supervisor.lock held by one process, its record naming another live one (a bystander):
+    lock_holder() names nobody (so stop signals nobody), and status does not take the
+    bystander for the supervisor."""
+    holder = lock_holder(runtime_dir)
+    bystander = _identity(spawn(["sleep", "300"]).pid)
+    (runtime_dir / "supervisor.lock").write_text(f"{bystander[0]} {bystander[1]}\n")
+    assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (True, None)
+    assert not liveness.lock_held_by(
+        runtime_dir / "supervisor.lock", os.getpid(), liveness.start_ticks(os.getpid()) or 0
+    )
+    result = Cli(runtime_dir)("stop", "--timeout", "1")
+    assert result.code == 1 and f"held by pid {holder.proc.pid}" in result.err, str(result)
+    assert alive(*bystander) and holder.proc.poll() is None
+    # The holder's own record is believed.
+    (runtime_dir / "supervisor.lock").write_text(
+        f"{holder.proc.pid} {liveness.start_ticks(holder.proc.pid)}\n"
+    )
+    assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (True, _identity(holder.proc.pid))
+    holder.release()
+    assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (False, None)

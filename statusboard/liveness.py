@@ -118,13 +118,13 @@ def flock_pids(fd: int) -> set[int] | None:
     """Pids the kernel lists as holding an flock on the file of ``fd`` (waiters excluded),
     or None when /proc/locks cannot say (unreadable, or pids hidden by a pid namespace)."""
     st = os.fstat(fd)
-    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}".encode()
     pids: set[int] = set()
     try:
         with open("/proc/locks", "rb") as f:
             for line in f:
                 fields = line.split()
-                if len(fields) >= 6 and fields[1] == b"FLOCK" and fields[5].decode() == key:
+                if len(fields) >= 6 and fields[1] == b"FLOCK" and fields[5] == key:
                     pids.add(int(fields[4]))
     except (OSError, ValueError):
         return None

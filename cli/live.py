@@ -17,6 +17,8 @@ def _live_report(directory: Path, name: str) -> StatusReport:
     report = probe(directory, name)
     if report.document["source"] != "shm":
         reason = report.document.get("reason") or report.document["state"]
+        if report.document["state"] == "unknown":  # unusable runtime state: not "not running"
+            raise CliError(f"pool {name}: {reason}")
         raise CliError(f"pool {name} is not running ({reason})")
     return report
 
@@ -24,13 +26,26 @@ def _live_report(directory: Path, name: str) -> StatusReport:
 def _control(directory: Path, name: str, payload: dict[str, Any]) -> None:
     from pool.control import request
     from statusboard import runtime_file
+    from statusboard.liveness import LOCK_NAME, lock_holder
 
     _live_report(directory, name)
-    control = runtime_file.read(directory).get("control")
+    document = runtime_file.read(directory)
+    # The pool is its lock holder: the command goes to that process or nowhere.
+    try:
+        _, holder = lock_holder(directory / LOCK_NAME)
+    except OSError as exc:
+        raise CliError(f"pool {name}: {directory / LOCK_NAME}: {exc.strerror or exc}") from None
+    if holder is None or holder[0] != document["supervisor"]["pid"]:
+        who = f"pid {holder[0]}" if holder else "no verified process"
+        raise CliError(
+            f"pool {name}: runtime.json names supervisor pid {document['supervisor']['pid']}, "
+            f"but supervisor.lock is held by {who}; nothing sent"
+        )
+    control = document.get("control")
     if not isinstance(control, str) or not control.startswith("@"):
         raise CliError(f"pool {name}: runtime.json names no control socket")
     try:
-        answer = request("\0" + control[1:], payload)
+        answer = request("\0" + control[1:], payload, peer_pid=holder[0])
     except OSError as exc:
         raise CliError(f"pool {name}: cannot reach the supervisor ({exc.strerror or exc})") from None
     if not answer.get("ok"):

@@ -67,6 +67,23 @@ def segment_path(pool: str, pid: int, start_ticks: int) -> Path:
     return shm_dir() / f"{SEGMENT_PREFIX}{os.getuid()}-{pool}-{pid}-{start_ticks}"
 
 
+def segment_owner(name: str) -> tuple[int, int] | None:
+    """(pid, start ticks) of the supervisor that made the segment called ``name``, if it is
+    one of this uid's boards, else None.
+
+    Parsed from the right: a pool name may itself contain '-' and digits (``chx-1``,
+    ``pool-812-0``), but pid and ticks never do, so the last two fields are always they.
+    """
+    prefix = f"{SEGMENT_PREFIX}{os.getuid()}-"
+    if not name.startswith(prefix):
+        return None
+    rest, _, ticks = name[len(prefix) :].rpartition("-")
+    pool, _, pid = rest.rpartition("-")
+    if not pool or not pid.isdigit() or not ticks.isdigit():
+        return None
+    return int(pid), int(ticks)
+
+
 class Board:
     """A mapped board. ``create`` makes a new segment, ``open`` maps an existing one.
 

@@ -88,6 +88,22 @@ def crash_loop_slot_1(ctx):
     raise RuntimeError("slot 1 crash loop")
 
 
+def leaves_a_stubborn_escaper(ctx):
+    """Starts a child in its own session that ignores SIGTERM (a daemonized helper), then
+    beats like steady: when the supervisor is SIGKILLed, the child outlives the pool."""
+    import subprocess
+
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)",
+        ],
+        start_new_session=True,
+    )
+    steady(ctx)
+
+
 # -- the driver ---------------------------------------------------------------------
 
 # CONTRACT "status --json": keys may be added, none of these removed or renamed.

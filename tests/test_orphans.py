@@ -74,6 +74,6 @@ def test_the_next_start_kills_workers_that_outlived_a_dead_supervisor(runtime):
         with Supervisor(spec, runtime_dir=runtime):
             assert supkit.all_gone(pids)
             log = supkit.read_log(runtime)
-            assert f"killed 2 worker(s) left by dead supervisor pid {sup.pid}" in log
+            assert f"killed 2 process(es) left by dead supervisor pid {sup.pid}: pid" in log
             new = supkit.workers(runtime)
             assert [w["pid"] for w in new] != pids and len(new) == 1

@@ -10,8 +10,9 @@ struct. The decision, in order:
 4. says stop_failed                     -> stale (1) while a survivor lives, else stopped (3)
 5. says starting/running/stopping: the supervisor is alive only if its pid is
    that very process (start ticks), it holds supervisor.lock, and its board
-   heartbeat is fresh. Alive -> the live board, source shm, running (0) or
-   degraded (2). Not alive -> stale (1), source file, with the reason.
+   heartbeat is fresh. Alive -> the live board, source shm, running (0),
+   degraded (2), or failed (1: every desired slot FAILED, nothing will restart
+   them; health.failed_reason). Not alive -> stale (1), source file, with the reason.
 """
 
 from __future__ import annotations

@@ -350,7 +350,7 @@ def status(
         ),
     ] = 5.0,
 ) -> int:
-    """Show the pool's verified health. Exit 0 running, 1 stale, 2 degraded, 3 not running, 4 unknown."""
+    """Show the pool's verified health. Exit 0 running, 1 stale or failed, 2 degraded, 3 not running, 4 unknown."""
     from cli.status_cmd import status_main
 
     g: Globals = ctx.obj
@@ -434,7 +434,7 @@ def metrics(
 ) -> int:
     """Print the pool's status in the Prometheus text exposition format.
 
-    The same verified liveness decision as `status`: poolctl_supervisor_up, poolctl_pool_state (running, degraded, stale, stopped, stop_failed, unknown) and, per worker, its state, health, heartbeat age, beats, restarts, recycles, tasks done/failed and memory.
+    The same verified liveness decision as `status`: poolctl_supervisor_up, poolctl_pool_state (running, degraded, failed, stale, stopped, stop_failed, unknown) and, per worker, its state, health, heartbeat age, beats, restarts, recycles, tasks done/failed and memory.
 
     A stopped or never-started pool is reported too, with exit 0: the metrics say so. Exit 4 only when the runtime state is unreadable: the metrics are printed anyway (state "unknown") and the reason goes to stderr.
 

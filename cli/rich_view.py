@@ -21,6 +21,7 @@ _STATE_STYLE = {
 _POOL_STYLE = {
     "running": "bold green",
     "degraded": "bold yellow",
+    "failed": "bold red",  # live supervisor, every worker given up on: as bad as stale
     "stale": "bold red",
     "stopped": "dim",
     "stop_failed": "bold red",

@@ -16,6 +16,7 @@ from pool.spec import PoolSpec
 from statusboard import runtime_file
 from statusboard.board import Board, segment_owner, shm_dir
 from statusboard.errors import RuntimeFileError
+from statusboard.health import failed_reason
 from statusboard.liveness import LOCK_NAME, is_alive, parse_lock_record
 from statusboard.rows import iso, read_board, worker_status
 from statusboard.states import WorkerState, pool_state_label
@@ -46,6 +47,12 @@ def runtime_document(
         status["start_ticks"] = row["pid_start_ticks"]
         workers.append(status)
     state = pool_state_label(int(view.header["pool_state"]))
+    if state in ("starting", "running"):
+        # Every desired slot given up on: say "failed", the verdict `status` reads from the
+        # board (statusboard.health.failed_reason), so the file agrees with it.
+        given_up = failed_reason(view.rows, int(view.header["workers_desired"]))
+        if given_up is not None:
+            state, reason = "failed", reason or given_up
     return {
         "pool": spec.name,
         "state": state,

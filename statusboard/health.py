@@ -25,6 +25,11 @@ class StatusCode(IntEnum):
 
     RUNNING = 0
     STALE = 1
+    # The same code as stale, on purpose (an alias: StatusCode.FAILED is StatusCode.STALE):
+    # a live supervisor with every slot given up on is, to a liveness probe, as good as a
+    # dead one. Restarting the container is the only repair left, as systemd puts such a
+    # unit in "failed".
+    FAILED = 1
     DEGRADED = 2
     NOT_RUNNING = 3
     UNKNOWN = 4
@@ -73,7 +78,7 @@ class PoolVerdict(Record):
     __slots__ = ("code", "reason", "state")
 
     def __init__(self, state: str, code: StatusCode, reason: str) -> None:
-        self.state = state  # running | degraded | stale | stopped | stop_failed | unknown
+        self.state = state  # running | degraded | failed | stale | stopped | stop_failed | unknown
         self.code = code
         self.reason = reason
 
@@ -134,9 +139,12 @@ def pool_verdict(
     now_ns: int,
     heartbeat_timeout_ns: int,
 ) -> PoolVerdict:
-    """Verdict for a pool whose supervisor is verified alive."""
+    """Verdict for a pool whose supervisor is verified alive: running, degraded or failed."""
     if pool_state in ("stopping", "stop_failed"):
         return PoolVerdict("degraded", StatusCode.DEGRADED, f"pool is {pool_state}")
+    given_up = failed_reason(rows, workers_desired)
+    if given_up is not None:
+        return PoolVerdict("failed", StatusCode.FAILED, given_up)
     live = [r for r in rows if r["state"] != WorkerState.EMPTY]
     problems = []
     healthy = 0
@@ -152,6 +160,33 @@ def pool_verdict(
         problems.append(f"{healthy} of {workers_desired} workers healthy")
     shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
     return PoolVerdict("degraded", StatusCode.DEGRADED, shown)
+
+
+def failed_reason(rows: list[dict[str, Any]], workers_desired: int) -> str | None:
+    """Why the pool is ``failed``, or None: every desired slot is FAILED, so nothing serves and
+    the supervisor will restart nothing (FAILED is final: only a new pool clears it).
+
+    Decided from the rows alone, so a reader knows it between flushes and without the
+    supervisor saying so. Any desired slot that is alive, starting, backing off, exited
+    but not yet decided, or not yet started (a scale-up) keeps the pool ``degraded``: it
+    still serves or is being repaired. A slot STOPPED by its restart policy (a finished
+    ``transient`` worker) is not a failure, so it too keeps the pool out of ``failed``.
+    Slots at or past ``workers_desired`` (being retired) do not count.
+    """
+    if workers_desired <= 0:
+        return None
+    desired = [r for r in rows if r["slot"] < workers_desired and r["state"] != WorkerState.EMPTY]
+    if len(desired) < workers_desired or any(r["state"] != WorkerState.FAILED for r in desired):
+        return None
+    details = [f"worker {r['slot']}: {worker_verdict(r, 0, 0).reason}" for r in sorted(desired, key=_slot)]
+    shown = "; ".join(details[:3]) + (f"; and {len(details) - 3} more" if len(details) > 3 else "")
+    return (
+        f"every worker failed ({len(desired)} of {workers_desired}) and none will be restarted: {shown}"
+    )
+
+
+def _slot(row: dict[str, Any]) -> int:
+    return int(row["slot"])
 
 
 def describe_exit(code: int) -> str:

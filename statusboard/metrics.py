@@ -13,6 +13,7 @@ Metrics (every one labelled ``pool``; worker metrics also ``slot``):
 
     poolctl_supervisor_up                     1 only when the supervisor is verified live
     poolctl_pool_state{state}                 1 for the current state, 0 for the others
+                                              (failed: supervisor live, every worker failed)
     poolctl_pool_source{source}               1 for where the figures came from: shm (live
                                               board), file (runtime.json's last flush), none
     poolctl_pool_info{target}                 1, carries the worker target
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.metrics_core import Metric
 
-POOL_STATES = ("running", "degraded", "stale", "stopped", "stop_failed", "unknown")
+POOL_STATES = ("running", "degraded", "failed", "stale", "stopped", "stop_failed", "unknown")
 SOURCES = ("shm", "file", "none")
 WORKER_STATES = tuple(s.label for s in WorkerState if s is not WorkerState.EMPTY)
 

@@ -10,9 +10,10 @@ struct. The decision, in order:
 4. says stop_failed                     -> stale (1) while a survivor lives, else stopped (3)
 5. says starting/running/stopping: the supervisor is alive only if its pid is
    that very process (start ticks), it holds supervisor.lock (the lock is held
-   and its record names no other process), and its board
-   heartbeat is fresh. Alive -> the live board, source shm, running (0) or
-   degraded (2). Not alive -> stale (1), source file, with the reason.
+   and its record names no other process), and its board heartbeat is fresh.
+   Alive -> the live board, source shm, running (0), degraded (2), or failed
+   (1: every desired slot FAILED, nothing will restart them;
+   health.failed_reason). Not alive -> stale (1), source file, with the reason.
 """
 
 from __future__ import annotations

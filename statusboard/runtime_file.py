@@ -43,7 +43,8 @@ _REQUIRED_SUPERVISOR: dict[str, type | tuple[type, ...]] = {
     "pid": int,
     "start_ticks": int,
 }
-STATES = ("starting", "running", "stopping", "stopped", "stop_failed")
+# "failed": a live supervisor whose every desired slot has FAILED (statusboard.health.failed_reason).
+STATES = ("starting", "running", "failed", "stopping", "stopped", "stop_failed")
 
 
 def path_in(runtime_dir: StrPath) -> str:

@@ -178,8 +178,9 @@ def verdict(rows: list[dict[str, Any]], desired: int, pool_state: str = "running
         ([row(0), row(1)], 2, "stopping", "degraded", 2, "pool is stopping"),
         ([row(0), row(1)], 2, "stop_failed", "degraded", 2, "pool is stop_failed"),
         (
-            [row(i, W.FAILED, exit_code=1) for i in range(5)],
-            5,
+            # One still serves: degraded. (Every desired slot failed is `failed`: test_failed_state.)
+            [row(i, W.FAILED, exit_code=1) for i in range(5)] + [row(5)],
+            6,
             "running",
             "degraded",
             2,

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from pool.containment import TreeKeeper
 from pool.metrics_http import MetricsServer
 from pool.recycle import RssSampler
 from pool.slot import Slot, WorkerHooks
@@ -37,6 +38,7 @@ class LoopState:
     _boot_error: str | None
     _hooks: WorkerHooks | None
     _kill: Callable[[int, int], None]
+    _clock: Callable[[], float]
     _mp: Any  # the multiprocess context of the start method in use
     _fork: bool
     _ticks: int
@@ -52,6 +54,7 @@ class LoopState:
     _recycles: deque[tuple[int, int, str]]
     _releases: deque[tuple[int, int]]
     _rss: RssSampler
+    _trees: TreeKeeper
     _next_rss: float
     _rng: random.Random
 

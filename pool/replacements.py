@@ -26,6 +26,10 @@ class Replacements(LoopState):
             if slot.alive and slot.generation == generation and not slot.retire:
                 self.log.warning("worker %d (pid %d) killed: %s; replacing it", index, slot.pid, reason)
                 slot.replace = True
+                # Its tree goes with it (a task's subprocess too), and the kill is confirmed
+                # like any stop's last step: a worker that survives SIGKILL is a survivor.
+                slot.escalation = shutdown.begin_kill("kill", self._clock())
+                self._trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
                 shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
 
     def _sample_rss(self, now: float) -> None:
@@ -36,15 +40,23 @@ class Replacements(LoopState):
         for slot in self._slots:
             if slot.alive:
                 self._sample_into(slot)
+        if self._trees.changed:  # a new or ended descendant: runtime.json records trees
+            self._trees.changed = False
+            self._dirty = True
 
     def _sample_into(self, slot: Slot) -> int | None:
-        """Sample the worker's RSS; a change goes to the slot and its board row."""
-        rss = self._rss.sample(slot.pid)
-        if rss is not None and rss != slot.rss:
-            slot.rss = rss
+        """Sample the RSS of the worker's tree (it and its descendants: a helper that leaks
+        is the worker's leak); a change goes to the slot and its board row, with the
+        worker's own RSS beside it."""
+        own = self._rss.sample(slot.pid)
+        if own is None:
+            return None
+        tree = own + (self._trees.tree_rss(slot.pid) if self._trees.look(slot.pid) else 0)
+        if tree != slot.rss or own != slot.rss_self:
+            slot.rss, slot.rss_self = tree, own
             assert self.board is not None
-            self.board.set_lifecycle(slot.index, rss_bytes=rss)
-        return rss
+            self.board.set_lifecycle(slot.index, rss_bytes=tree, rss_self_bytes=own)
+        return tree
 
     def _check_limits(self, now: float) -> None:
         """Queue the workers past max_rss or max_age for recycling (once per process)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pool import shutdown
+from pool.proctree import command_line
 from pool.spec import PoolSpec
 from statusboard import runtime_file
 from statusboard.board import SEGMENT_PREFIX, Board, shm_dir
@@ -30,6 +31,7 @@ def runtime_document(
     final: bool,
     survivors: list[tuple[int, int]],
     control: str | None = None,
+    descendants: list[dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The runtime.json object for the board as it is now (see statusboard.runtime_file)."""
     view = read_board(board)
@@ -63,7 +65,12 @@ def runtime_document(
         "workers": workers,
         "flushed_at": iso(wall_now),
         "reason": reason,
-        "survivors": [{"pid": pid, "start_ticks": ticks} for pid, ticks in survivors],
+        "survivors": [
+            {"pid": pid, "start_ticks": ticks, "cmdline": command_line(pid)} for pid, ticks in survivors
+        ],
+        # The workers' descendants when last looked at (pool.containment), so that the
+        # next start or stop can end them if this supervisor is SIGKILLed.
+        "descendants": descendants or [],
     }
 
 

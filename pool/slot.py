@@ -34,7 +34,8 @@ class Slot:
     recycle_queued: bool = False  # this process is in the recycle queue
     recycle_at: float | None = None  # max_age: when this process is due for recycling
     recycled: int = 0  # planned replacements for a limit (not crashes: restarts counts those)
-    rss: int = 0  # last sampled resident set size, bytes
+    rss: int = 0  # last sampled resident set size of its tree (it and its descendants), bytes
+    rss_self: int = 0  # of the worker process alone
     # Past max_rss at its first beat: a replacement would be too, so never recycled for memory.
     born_over_rss: bool = False
     survivor: bool = False  # did not die after SIGKILL

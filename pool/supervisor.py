@@ -43,11 +43,13 @@ from typing import Any
 import multiprocess
 
 from pool import shutdown
+from pool.containment import TreeKeeper
 from pool.control import ControlServer, address
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
 from pool.metrics_http import MetricsServer
+from pool.proctree import command_line, set_child_subreaper
 from pool.recycle import RssSampler
 from pool.replacements import Replacements
 from pool.runtime_doc import cleanup_previous, runtime_document
@@ -132,6 +134,7 @@ class Supervisor(WorkerLives, Replacements):
         self._desired = spec.workers
         self._slots: list[Slot] = []
         self._wake_r = self._wake_w = -1  # made by run(): a Supervisor never run holds no fds
+        self._emergency_survivors: list[tuple[int, int]] = []
         self._signals: deque[int] = deque()
         self._commands: deque[tuple[str, int]] = deque()
         self._stopping = False
@@ -231,7 +234,7 @@ class Supervisor(WorkerLives, Replacements):
         if result.survivors:
             raise StopFailed(
                 f"pool {self.spec.name!r}: processes survived the stop: "
-                f"{', '.join(map(str, result.survivors))}",
+                + ", ".join(f"{pid} ({command_line(pid)})" for pid in result.survivors),
                 result.survivors,
             )
         return result
@@ -310,6 +313,15 @@ class Supervisor(WorkerLives, Replacements):
 
     def _run_locked(self, lock: SupervisorLock, install_signals: bool) -> StopResult:
         self._lock_fd = lock.fd
+        # A loop that owns its process (daemon, foreground: it installs the signal
+        # handlers) reaps its workers' orphans; embedded in a bigger program it does not
+        # (the host's own children's orphans are none of ours): pool.containment.
+        self._trees = TreeKeeper(
+            kill=self._kill,
+            log=self.log,
+            subreaper=install_signals and set_child_subreaper(),
+            exempt=self._not_orphans,
+        )
         cleaned = cleanup_previous(self.runtime_dir, self.spec.name, grace=self.spec.grace)
         for line in cleaned:
             self.log.warning(line)
@@ -360,7 +372,7 @@ class Supervisor(WorkerLives, Replacements):
     def _loop(self) -> None:
         now = self._clock()
         self._resize(self._desired, now)
-        while not (self._stopping and not any(s.alive for s in self._slots)):
+        while not (self._stopping and not any(s.alive for s in self._slots) and not self._trees.pending):
             timeout = max(0.0, self._next_deadline(now) - self._clock())
             ready = {fd for fd, _ in self._waiter().poll(timeout * 1000)}
             now = self._clock()
@@ -380,6 +392,7 @@ class Supervisor(WorkerLives, Replacements):
                 self._watchdog_at = now + self._systemd.watchdog_interval
             self._dispatch(now)
             self._reap(now, ready)
+            self._trees.advance(now)
             self._watch_beats(now)
             self._sample_rss(now)
             self._check_limits(now)
@@ -422,7 +435,7 @@ class Supervisor(WorkerLives, Replacements):
             deadline = min(deadline, self._watchdog_at)
         if self._metrics is not None:
             deadline = min(deadline, self._metrics.next_deadline() or deadline)
-        deadline = min(deadline, self._beat_due)
+        deadline = min(deadline, self._beat_due, self._trees.next_deadline(now) or deadline)
         for slot in self._slots:
             if slot.restart_at is not None:
                 deadline = min(deadline, slot.restart_at)
@@ -433,6 +446,20 @@ class Supervisor(WorkerLives, Replacements):
             if slot.state is S.STARTING:
                 deadline = min(deadline, now + STARTING_POLL_S)
         return deadline
+
+    def _not_orphans(self) -> set[int]:
+        """Our children that are not orphans of dead workers: the live workers and
+        multiprocess's own helpers (the forkserver, the resource tracker)."""
+        pids = {s.pid for s in self._slots if s.alive}
+        from multiprocess import forkserver, resource_tracker
+
+        for helper in (
+            getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None),
+            getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None),
+        ):
+            if isinstance(helper, int):
+                pids.add(helper)
+        return pids
 
     def _drain_wake(self) -> None:
         try:
@@ -537,7 +564,9 @@ class Supervisor(WorkerLives, Replacements):
 
     def _emergency_stop(self) -> None:
         """After an internal error: kill every worker and confirm, without the loop."""
-        live = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
+        live: list[tuple[int, int | None]] = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
+        # The workers' trees too, with the same grace.
+        live.extend((p, t) for s in self._slots if s.alive for p, t in self._trees.look(s.pid, full=True))
         survivors = shutdown.kill_and_confirm(live, grace=min(self.spec.grace, 1.0), kill=self._kill)
         for slot in self._slots:
             if slot.alive:
@@ -545,9 +574,11 @@ class Supervisor(WorkerLives, Replacements):
                 slot.survivor = slot.pid in survivors
                 if not slot.survivor:
                     slot.process = None
+        self._emergency_survivors = [(pid, ticks or 0) for pid, ticks in live if pid in survivors]
 
     def _finish(self) -> StopResult:
-        survivors = [s.pid for s in self._slots if s.survivor]
+        lost = self._lost_processes()
+        survivors = [pid for pid, _ in lost]
         reason = self._stop_reason or "stopped"
         assert self.board is not None
         final = PoolState.STOP_FAILED if survivors else PoolState.STOPPED
@@ -555,11 +586,12 @@ class Supervisor(WorkerLives, Replacements):
         if survivors:
             self.log.error("stop FAILED: still alive after SIGKILL: pid %s", ", ".join(map(str, survivors)))
         try:
-            self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
+            self._flush(self._clock(), final=True, survivors=lost)
         finally:
             for slot in self._slots:
                 self._close_exit_fd(slot)
             self._rss.close()
+            self._trees.close()
             self._control.close()
             if self._metrics is not None:
                 self._metrics.close()
@@ -569,6 +601,14 @@ class Supervisor(WorkerLives, Replacements):
         if not self._ready.is_set():
             self._notify(f"failed: {self._boot_error or reason}")
         return StopResult(reason, survivors, self._boot_error)
+
+    def _lost_processes(self) -> list[tuple[int, int]]:
+        """Every process of the pool not confirmed gone after SIGKILL: workers and any
+        process of their trees, by (pid, start ticks)."""
+        lost = {s.pid: s.ticks for s in self._slots if s.survivor}
+        lost.update({pid: ticks for (pid, ticks), _ in self._trees.survivors})
+        lost.update(dict(self._emergency_survivors))
+        return sorted(lost.items())
 
     def _summary(self) -> str:
         """One line for `systemctl status`: how many of the desired workers serve."""
@@ -607,7 +647,7 @@ class Supervisor(WorkerLives, Replacements):
             pass
         self._notify_fd = None
 
-    def _flush(self, now: float, *, final: bool = False, survivors: list[Slot] | None = None) -> None:
+    def _flush(self, now: float, *, final: bool = False, survivors: list[tuple[int, int]] | None = None) -> None:
         assert self.board is not None
         document = runtime_document(
             self.spec,
@@ -617,8 +657,9 @@ class Supervisor(WorkerLives, Replacements):
             started_wall=self._started_wall,
             reason=self._stop_reason or None,
             final=final,
-            survivors=[(s.pid, s.ticks) for s in survivors or []],
+            survivors=survivors or [],
             control=None if final else self._control.name,
+            descendants=self._trees.record(),
         )
         runtime_file.write(self.runtime_dir, document)
         self._dirty = False

@@ -10,6 +10,7 @@ import time
 
 from pool import shutdown
 from pool.budget import AfterExit, RestartBudget, after_exit
+from pool.containment import CRASH_GRACE_S
 from pool.loop_state import LoopState
 from pool.recycle import age_limit
 from pool.slot import Slot
@@ -99,6 +100,7 @@ class WorkerLives(LoopState):
         if args.channel is not None:
             args.channel.close()
         slot.process, slot.conn, slot.pid = process, parent_end, process.pid
+        self._trees.track(slot.index, process.pid)
         slot.ticks = start_ticks(process.pid) or 0
         slot.started = now
         slot.restart_at = None
@@ -148,6 +150,7 @@ class WorkerLives(LoopState):
         biggest idle cost of a large pool), and every worker once per SWEEP_S."""
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
+            self._trees.sweep(now, self.spec.grace)
             due = [s for s in self._slots if s.alive]
         else:
             due = [self._exit_fds[fd] for fd in ready if fd in self._exit_fds]
@@ -182,12 +185,13 @@ class WorkerLives(LoopState):
         escalation, slot.escalation = slot.escalation, None
         self._set_state(slot, Event.EXIT)
         assert self.board is not None
-        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0)
-        slot.rss = 0
+        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0, rss_self_bytes=0)
+        slot.rss = slot.rss_self = 0
         how = describe_exit(code)
         if code == -9 and not slot.replace and (escalation is None or escalation.stage < shutdown.Stage.KILL):
             how += "; perhaps out of memory?"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
+        self._end_tree(slot, escalation, now)
         if self._hooks is not None:
             if prev is S.HUNG:
                 how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
@@ -233,6 +237,21 @@ class WorkerLives(LoopState):
             self._slot_given_up(slot)
         else:
             self._restart(slot, now)
+
+    def _end_tree(self, slot: Slot, escalation: shutdown.Escalation | None, now: float) -> None:
+        """What the worker started ends with it: SIGTERM now, SIGKILL when its stop's grace
+        ends (a crash: shortly), at once when its stop had reached SIGKILL."""
+        killed = escalation is not None and escalation.stage >= shutdown.Stage.KILL
+        grace_until = None if escalation is None else escalation.started + escalation.grace
+        left = self._trees.release(slot.index, slot.pid, now, grace_until=grace_until, killed=killed)
+        if left:
+            self.log.warning(
+                "worker %d (pid %d) left %d process(es) running; ending them: %s",
+                slot.index,
+                slot.pid,
+                left,
+                "SIGKILL" if killed else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
+            )
 
     def _restart(self, slot: Slot, now: float) -> None:
         """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
@@ -307,8 +326,11 @@ class WorkerLives(LoopState):
         assert self.board is not None
         if why == "hang":
             self._set_state(slot, Event.HANG)
+            self._trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             return
+        # Know its tree now: a worker that leaves at the flag leaves its children to us.
+        self._trees.look(slot.pid, full=True)
         if slot.state is not S.STOPPING:
             self._set_state(slot, Event.STOP)
         self.board.set_lifecycle(slot.index, stop_requested=1)
@@ -334,6 +356,7 @@ class WorkerLives(LoopState):
                     "the stop flag" if stage is shutdown.Stage.TERM else "SIGTERM",
                     signum.name,
                 )
+                self._trees.signal_tree(slot.pid, signum)
                 shutdown.send(self._kill, slot.pid, signum)
             elif stage is shutdown.Stage.GAVE_UP:
                 slot.survivor = True

@@ -55,13 +55,6 @@ def slow_boot(ctx):
     steady(ctx)
 
 
-def own_session(ctx):
-    """Leaves the supervisor's process group (setsid, as a worker that daemonizes a helper might):
-    a kill of the supervisor's group no longer reaches it."""
-    os.setsid()
-    steady(ctx)
-
-
 def lifecycle_on_cue(ctx):
     """Generation 1 raises on its cue, generation 2 hangs (TERM ignored) on its cue, later ones behave.
 

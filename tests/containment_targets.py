@@ -83,6 +83,7 @@ class Descendant:
     worker_create_time: float
     slot: int | None
     generation: int | None
+    via: int | None = None  # a double fork's middle process, which exited
 
     def running(self) -> bool:
         return process_running(self.pid, self.create_time)
@@ -118,7 +119,13 @@ def create_time(pid: int) -> float:
     return float(psutil.Process(pid).create_time())
 
 
-def record(pid: int, kind: str, directory: str | os.PathLike[str] | None = None, ctx: Any = None) -> None:
+def record(
+    pid: int,
+    kind: str,
+    directory: str | os.PathLike[str] | None = None,
+    ctx: Any = None,
+    via: int | None = None,
+) -> None:
     """Write down descendant ``pid`` (atomically: a reader never sees half a record)."""
     where = Path(directory if directory is not None else os.environ[ENV_DIR])
     me = os.getpid()
@@ -130,6 +137,7 @@ def record(pid: int, kind: str, directory: str | os.PathLike[str] | None = None,
         "worker_create_time": create_time(me),
         "slot": getattr(ctx, "slot", None),
         "generation": getattr(ctx, "generation", None),
+        "via": via,
     }
     temp = where / f".{pid}.tmp"
     temp.write_text(json.dumps(document))
@@ -270,7 +278,7 @@ def start_double_fork(kind: str, setsid: bool, ctx: Any = None, directory: Any =
     )
     out, _ = middle.communicate(timeout=30)
     grandchild = int(out)
-    record(grandchild, kind, directory, ctx)
+    record(grandchild, kind, directory, ctx, via=middle.pid)
     return grandchild
 
 

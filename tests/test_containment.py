@@ -412,12 +412,15 @@ def test_an_unkillable_descendant_fails_the_stop_naming_it(records: Records, run
             sup.stop()
         assert victim.pid in err.value.survivors, (err.value.survivors, describe(children))
         assert str(victim.pid) in str(err.value), str(err.value)
+        assert "sleep 1000" in str(err.value), f"the survivor's command line is not named: {err.value}"
         assert swallowed, "no signal was ever sent to the descendant (or its group) through kill="
         assert victim.running()
         assert not other.running(), f"the other child survived: {other.describe()}"
         document = runtime_file.read(runtime_dir)
         assert document["state"] == "stop_failed", document
         assert victim.pid in [s["pid"] for s in document["survivors"]], document
+        log = (runtime_dir / "supervisor.log").read_text()
+        assert re.search(rf"\b{victim.pid}\b.*surviv|surviv.*\b{victim.pid}\b", log), log
         report = probe(runtime_dir, spec.name)
         assert (report.code, report.document["state"]) == (1, "stop_failed"), report.document
         assert str(victim.pid) in report.document["reason"], report.document

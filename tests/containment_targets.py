@@ -383,8 +383,9 @@ def big_child_on_cue(ctx: Any) -> None:
 # -- task bodies (pool.Pool) ---------------------------------------------------------------------
 
 
-def task_child_then_sleep(directory: str, seconds: float) -> int:
-    """Starts a ``sleep 1000`` child, records it, then runs ``seconds`` itself; its pid."""
-    start_sleep("task child", None, directory)
+def task_child_then_sleep(directory: str, seconds: float, setsid: bool = False) -> int:
+    """Starts a ``sleep 1000`` child (in a session of its own with ``setsid``), records it, then
+    runs ``seconds`` itself; returns its own pid."""
+    start_sleep("task child", None, directory, start_new_session=setsid)
     time.sleep(seconds)
     return os.getpid()

@@ -49,18 +49,23 @@ def make_pool(records: Records) -> Iterator[Callable[..., Pool]]:
         p.shutdown(wait=True, cancel_futures=True)
 
 
-def task_with_child(p: Pool, records: Records, seconds: float, **submit: Any) -> tuple[Any, ct.Descendant]:
+def task_with_child(
+    p: Pool, records: Records, seconds: float, setsid: bool = False, **submit: Any
+) -> tuple[Any, ct.Descendant]:
     """Submit a task that starts a ``sleep 1000`` child and then runs ``seconds``; returns its
     future and its child, once the child is recorded."""
     before = len(records.all())
-    future = p.submit(ct.task_child_then_sleep, str(records.directory), seconds, **submit)
+    future = p.submit(ct.task_child_then_sleep, str(records.directory), seconds, setsid, **submit)
     found = records.wait_for(before + 1, timeout=30.0)
     return future, found[-1]
 
 
-def test_a_timed_out_task_leaves_no_subprocess(make_pool: Callable[..., Pool], records: Records) -> None:
+@pytest.mark.parametrize("setsid", [False, True], ids=["child", "setsid-child"])
+def test_a_timed_out_task_leaves_no_subprocess(
+    make_pool: Callable[..., Pool], records: Records, setsid: bool
+) -> None:
     p = make_pool(1)
-    future, child = task_with_child(p, records, 1000, timeout=1.5)
+    future, child = task_with_child(p, records, 1000, setsid, timeout=1.5)
     exc = future.exception(timeout=30)
     assert isinstance(exc, TimeoutError), repr(exc)
     left = wait_gone([child], GONE_S)

@@ -240,18 +240,26 @@ def test_a_recycled_worker_takes_its_child_with_it(records: Records, cli: Cli) -
 RECORDING = ("--flush-interval", "0.5", "--rss-interval", "0.25")
 
 
+def recorded(directory: Path, descendants: list[Descendant], timeout: float = 5.0) -> bool:
+    """Wait (softly: no failure) until runtime.json names every one of ``descendants``."""
+
+    def named() -> bool:
+        try:
+            text = (directory / "runtime.json").read_text()
+        except OSError:
+            return False
+        return all(re.search(rf"\b{d.pid}\b", text) for d in descendants)
+
+    try:
+        return bool(wait_for(named, timeout, "runtime.json to name every descendant"))
+    except AssertionError:
+        return False
+
+
 def kill_the_supervisor(cli: Cli) -> tuple[int, list[Descendant]]:
     """SIGKILL the supervisor; wait for its workers to die (parent-death signal). Returns the
     supervisor pid and the recorded descendants, some of which may be left."""
-    pids = [d.pid for d in ct.descendants(Path(os.environ[ct.ENV_DIR]))]
-    with contextlib.suppress(AssertionError):
-        wait_for(
-            lambda: all(
-                re.search(rf"\b{pid}\b", (cli.directory / "runtime.json").read_text()) for pid in pids
-            ),
-            5.0,
-            "runtime.json to name every descendant",
-        )
+    recorded(cli.directory, ct.descendants(Path(os.environ[ct.ENV_DIR])))
     sup_pid, _ = cli.supervisor()
     worker_pids = [(w["pid"], None) for w in workers(cli)]
     os.kill(sup_pid, signal.SIGKILL)
@@ -497,3 +505,44 @@ def test_max_rss_recycles_a_worker_whose_tree_is_over_it(records: Records, cli: 
     assert_none_survive([big], "the recycled worker's big child", GONE_S)
     cli.ok("stop")
     assert_none_survive(records.all(), "stop")
+
+
+# -- the embedded Supervisor ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("supervised")
+def test_an_embedded_supervisor_contains_escapes_on_a_crash_and_on_stop(
+    records: Records, runtime_dir: Path
+) -> None:
+    """pool.Supervisor running in this process (a thread), as the README embeds it: the same
+    guarantee as the detached daemon's, for a worker SIGKILLed from outside and for stop()."""
+    spec = PoolSpec(
+        target="containment_targets:escapes",
+        workers=1,
+        name=f"pt-contain-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        cwd=str(TESTS_DIR),
+        heartbeat_timeout=5.0,
+        grace=1.0,
+        flush_interval=0.5,
+        rss_interval=0.25,
+        start_method="fork",
+    )
+    sup = Supervisor(spec, runtime_dir=runtime_dir).start()
+    try:
+        first = records.wait_for(6)
+        worker = first[0].worker
+        assert survivors(first) == first, describe(first)
+        recorded(runtime_dir, first)  # give it the chance to look at the tree, as after a while
+        os.kill(worker, signal.SIGKILL)
+        wait_for(
+            lambda: [d for d in records.all() if d.worker != worker and d.kind == "TERM-ignoring child"],
+            20.0,
+            "the replacement's descendants",
+        )
+        assert_none_survive(first, "an embedded supervisor's SIGKILLed worker's tree", GONE_S)
+        sup.stop()
+        assert_none_survive(records.all(), "an embedded supervisor's stop()")
+    finally:
+        records.cleanup()
+        with contextlib.suppress(StopFailed):
+            sup.stop()

@@ -99,3 +99,16 @@ def test_shutdown_with_a_task_running_leaves_no_subprocess(
     assert future.result(timeout=0) == child.worker
     left = survivors([child])
     assert not left, f"shutdown() returned with the task's subprocess still running: {describe(left)}"
+
+
+def test_a_worker_recycled_after_max_tasks_takes_the_subprocess_a_task_left(
+    make_pool: Callable[..., Pool], records: Records
+) -> None:
+    """A task that returns and leaves its child running in the worker; max_tasks=1 recycles the
+    worker (drained, then stopped): its tree goes with it."""
+    p = make_pool(1, max_tasks=1)
+    future, child = task_with_child(p, records, 0.0)
+    assert future.result(timeout=30) == child.worker
+    assert p.submit(pow, 2, 10).result(timeout=30) == 1024  # served by the replacement
+    left = wait_gone([child], GONE_S)
+    assert not left, f"a worker recycled after max_tasks left its task's subprocess running: {describe(left)}"

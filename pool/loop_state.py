@@ -50,9 +50,7 @@ class LoopState:
     _next_sweep: float
     _beat_due: float
     _rolling: deque[int]
-    _replacements: deque[tuple[int, int, str]]
     _recycles: deque[tuple[int, int, str]]
-    _releases: deque[tuple[int, int]]
     _rss: RssSampler
     _trees: TreeKeeper
     _next_rss: float

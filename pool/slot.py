@@ -8,6 +8,7 @@ from typing import Any
 
 from pool import shutdown
 from pool.budget import RestartBudget
+from pool.leaving import Leaving
 from statusboard.states import WorkerState as S
 
 __all__ = ["Slot", "StopResult", "WorkerHooks"]
@@ -28,10 +29,7 @@ class Slot:
     restarts: int = 0
     restart_at: float | None = None
     escalation: shutdown.Escalation | None = None
-    retire: bool = False  # scale-down: empty the slot when it exits
-    replace: bool = False  # planned replacement (rolling, recycle, task timeout): respawn at once on exit
-    draining: bool = False  # recycle: waiting for the embedder to finish its work (WorkerHooks.recycle)
-    recycle_queued: bool = False  # this process is in the recycle queue
+    leaving: Leaving | None = None  # the planned change under way (pool/leaving.py); None: serving
     recycle_at: float | None = None  # max_age: when this process is due for recycling
     recycled: int = 0  # planned replacements for a limit (not crashes: restarts counts those)
     rss: int = 0  # last sampled resident set size of its tree (it and its descendants), bytes
@@ -44,6 +42,11 @@ class Slot:
     @property
     def alive(self) -> bool:
         return self.process is not None and not self.survivor
+
+    @property
+    def replacing(self) -> bool:
+        """Out of service to be replaced (until its successor's first beat)."""
+        return self.leaving is not None and self.leaving.replacing
 
 
 class WorkerHooks:

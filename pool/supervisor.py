@@ -42,6 +42,7 @@ from typing import Any
 
 import multiprocess
 
+from pool import commands as cmd
 from pool import shutdown
 from pool.containment import TreeKeeper
 from pool.control import ControlServer, address
@@ -88,15 +89,6 @@ def _allow_fds(wanted: int) -> None:
             pass  # then EMFILE, reported as any spawn failure would be
 
 
-_SIGNAL_COMMANDS = {
-    "SIGTERM": "stop",
-    "SIGINT": "stop",
-    "SIGHUP": "rolling",
-    "SIGTTIN": "more",
-    "SIGTTOU": "fewer",
-}
-
-
 class Supervisor(WorkerLives, Replacements):
     """Runs a pool. ``run()`` blocks (daemon, foreground); ``with Supervisor(...)`` runs it
     in a thread of this program and stops it on exit.
@@ -136,14 +128,12 @@ class Supervisor(WorkerLives, Replacements):
         self._wake_r = self._wake_w = -1  # made by run(): a Supervisor never run holds no fds
         self._emergency_survivors: list[tuple[int, int]] = []
         self._signals: deque[int] = deque()
-        self._commands: deque[tuple[str, int]] = deque()
+        self._commands: deque[cmd.Command] = deque()
         self._stopping = False
         self._stop_reason = ""
         self._boot_error: str | None = None
         self._rolling: deque[int] = deque()
-        self._replacements: deque[tuple[int, int, str]] = deque()
         self._recycles: deque[tuple[int, int, str]] = deque()  # (slot, generation, reason), one at a time
-        self._releases: deque[tuple[int, int]] = deque()  # recycles the embedder has drained
         self._rss = RssSampler()
         self._next_rss = 0.0
         self._rng = random.Random()
@@ -164,39 +154,35 @@ class Supervisor(WorkerLives, Replacements):
     # -- commands, safe from any thread ------------------------------------
 
     def request_stop(self, reason: str = "stop requested") -> None:
-        self._command("stop", 0, reason)
+        self._command(cmd.Stop(reason))
 
     def scale(self, workers: int) -> None:
         if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
             raise SpecError(f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}")
-        self._command("scale", workers)
+        self._command(cmd.Scale(workers))
 
     def rolling_restart(self) -> None:
-        self._command("rolling", 0)
+        self._command(cmd.Roll())
 
     def replace_worker(self, slot: int, generation: int, reason: str) -> None:
-        """SIGKILL the worker of ``slot`` if it is still ``generation``, and start a new one.
-
-        A planned replacement (a task timeout): it does not count as a crash.
+        """SIGKILL the worker of ``slot`` (and its tree) if it is still ``generation``, and
+        start a new one. A planned replacement (a task timeout): it does not count as a crash.
         """
-        self._replacements.append((slot, generation, reason))
-        self._command("replace", 0)
+        self._command(cmd.Kill(slot, generation, reason))
 
     def recycle_worker(self, slot: int, generation: int, reason: str) -> None:
         """Replace the worker of ``slot`` (if still ``generation``) gracefully, when its
         turn comes: one recycle at a time, never below N-1 serving, not a crash."""
-        self._recycles.append((slot, generation, reason))
-        self._command("recycle", 0)
+        self._command(cmd.Recycle(slot, generation, reason))
 
     def release_worker(self, slot: int, generation: int) -> None:
         """The embedder finished the work of a worker it was asked to drain: stop it now."""
-        self._releases.append((slot, generation))
-        self._command("release", 0)
+        self._command(cmd.Release(slot, generation))
 
-    def _command(self, name: str, value: int, reason: str = "") -> None:
-        if name == "stop":
-            self._stop_reason = self._stop_reason or reason
-        self._commands.append((name, value))
+    def _command(self, command: cmd.Command) -> None:
+        if isinstance(command, cmd.Stop):  # what a waiting `poolctl start` hears
+            self._stop_reason = self._stop_reason or command.reason
+        self._commands.append(command)
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
@@ -439,7 +425,7 @@ class Supervisor(WorkerLives, Replacements):
         for slot in self._slots:
             if slot.restart_at is not None:
                 deadline = min(deadline, slot.restart_at)
-            if slot.recycle_at is not None and not slot.recycle_queued:
+            if slot.recycle_at is not None and slot.leaving is None:  # else it is not due (again)
                 deadline = min(deadline, slot.recycle_at)
             if slot.escalation is not None:
                 deadline = min(deadline, slot.escalation.next_at)
@@ -475,12 +461,12 @@ class Supervisor(WorkerLives, Replacements):
             workers = request.get("workers")
             if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
                 return f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}"
-            self._commands.append(("scale", workers))
+            self._commands.append(cmd.Scale(workers))
         elif op == "rolling":
-            self._commands.append(("rolling", 0))
+            self._commands.append(cmd.Roll())
         elif op == "stop":
             self._stop_reason = self._stop_reason or "stop requested (control socket)"
-            self._commands.append(("stop", 0))
+            self._commands.append(cmd.Stop("stop requested (control socket)"))
         else:
             return f"unknown op {op!r}"
         if self._stopping and op != "stop":
@@ -489,40 +475,30 @@ class Supervisor(WorkerLives, Replacements):
 
     def _dispatch(self, now: float) -> None:
         while self._signals:
-            signum = self._signals.popleft()
-            name = signal.Signals(signum).name
-            command = _SIGNAL_COMMANDS[name]
-            self.log.info(
-                "received %s: %s",
-                name,
-                {
-                    "stop": "graceful stop",
-                    "rolling": "rolling restart",
-                    "more": "one worker more",
-                    "fewer": "one worker fewer",
-                }[command],
-            )
-            if command == "stop":
-                self._stop_reason = self._stop_reason or f"{name} received"
-            self._commands.append((command, 0))
+            name = signal.Signals(self._signals.popleft()).name
+            command, meaning = cmd.SIGNAL_COMMANDS[name]
+            self.log.info("received %s: %s", name, meaning)
+            if isinstance(command, cmd.Stop):
+                self._stop_reason = self._stop_reason or command.reason
+            self._commands.append(command)
         while self._commands:
-            command, value = self._commands.popleft()
-            if command == "stop":
-                self._begin_stop(self._stop_reason or "stop requested", now)
+            command = self._commands.popleft()
+            if isinstance(command, cmd.Stop):
+                self._begin_stop(self._stop_reason or command.reason, now)
             elif self._stopping:
                 continue
-            elif command == "scale":
-                self._resize(value, now)
-            elif command == "more":
-                self._resize(min(MAX_WORKERS, self._desired + 1), now)
-            elif command == "fewer":
-                self._resize(max(1, self._desired - 1), now)
-            elif command == "rolling":
+            elif isinstance(command, cmd.Scale):
+                self._resize(command.workers, now)
+            elif isinstance(command, cmd.Nudge):
+                self._resize(min(MAX_WORKERS, max(1, self._desired + command.delta)), now)
+            elif isinstance(command, cmd.Roll):
                 self._start_rolling()
-            elif command == "replace":
-                self._replace_now()
-            elif command == "release":
-                self._release_drained(now)
+            elif isinstance(command, cmd.Kill):
+                self._kill_and_replace(command, now)
+            elif isinstance(command, cmd.Recycle):
+                self._recycles.append((command.slot, command.generation, command.reason))
+            else:
+                self._release_drained(command, now)
 
     def _check_ready(self) -> None:
         if self._ready.is_set() or self._stopping:
@@ -647,7 +623,9 @@ class Supervisor(WorkerLives, Replacements):
             pass
         self._notify_fd = None
 
-    def _flush(self, now: float, *, final: bool = False, survivors: list[tuple[int, int]] | None = None) -> None:
+    def _flush(
+        self, now: float, *, final: bool = False, survivors: list[tuple[int, int]] | None = None
+    ) -> None:
         assert self.board is not None
         document = runtime_document(
             self.spec,

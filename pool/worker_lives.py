@@ -9,8 +9,9 @@ import os
 import time
 
 from pool import shutdown
-from pool.budget import AfterExit, RestartBudget, after_exit
+from pool.budget import RestartBudget
 from pool.containment import CRASH_GRACE_S
+from pool.leaving import AfterExit, Leaving, after_exit
 from pool.loop_state import LoopState
 from pool.recycle import age_limit
 from pool.slot import Slot
@@ -44,13 +45,13 @@ class WorkerLives(LoopState):
             )
         for slot in self._slots:
             if slot.index < desired:
-                if slot.retire and slot.alive:
-                    slot.replace = True  # wanted again before it exited: respawn it, not a crash
-                slot.retire = False
+                if slot.leaving is Leaving.RETIRE:
+                    # Wanted again before it exited: respawn it, not a crash.
+                    slot.leaving = Leaving.RESPAWN if slot.alive else None
                 if slot.state is S.EMPTY:
                     self._spawn(slot, now)
-            elif not slot.retire:
-                slot.retire = True
+            elif slot.leaving is not Leaving.RETIRE:
+                slot.leaving = Leaving.RETIRE
                 if slot.alive:
                     self._begin_escalation(slot, "retire", now)
                 elif slot.state is not S.EMPTY:
@@ -104,7 +105,7 @@ class WorkerLives(LoopState):
         slot.ticks = start_ticks(process.pid) or 0
         slot.started = now
         slot.restart_at = None
-        slot.draining = slot.recycle_queued = slot.born_over_rss = False
+        slot.born_over_rss = False
         limit = age_limit(self.spec, self._rng)
         slot.recycle_at = None if limit is None else now + limit
         slot.rss = 0
@@ -178,9 +179,6 @@ class WorkerLives(LoopState):
         self._poller = None
         self._rss.forget(slot.pid)
         slot.recycle_at = None
-        if slot.draining:
-            # It died while its work was being drained for a recycle: that is a crash.
-            slot.draining = slot.replace = False
         prev = slot.state
         escalation, slot.escalation = slot.escalation, None
         self._set_state(slot, Event.EXIT)
@@ -188,7 +186,11 @@ class WorkerLives(LoopState):
         self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0, rss_self_bytes=0)
         slot.rss = slot.rss_self = 0
         how = describe_exit(code)
-        if code == -9 and not slot.replace and (escalation is None or escalation.stage < shutdown.Stage.KILL):
+        if (
+            code == -9
+            and not slot.replacing
+            and (escalation is None or escalation.stage < shutdown.Stage.KILL)
+        ):
             how += "; perhaps out of memory?"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
         self._end_tree(slot, escalation, now)
@@ -211,14 +213,21 @@ class WorkerLives(LoopState):
             boot_error = kind == "boot_error" and code == BOOT_ERROR_EXIT
         outcome = after_exit(
             self.spec.restart,
+            slot.leaving,
+            stopping=self._stopping,
             code=code,
             hung=prev is S.HUNG,
             booted=prev is not S.STARTING,
             boot_error=boot_error,
-            retire=slot.retire,
-            stopping=self._stopping,
-            planned=slot.replace,
         )
+        if slot.leaving in (Leaving.RECYCLE_DUE, Leaving.DRAIN, Leaving.RETIRE) or outcome in (
+            AfterExit.STOPPED,
+            AfterExit.BOOT_ERROR,
+        ):
+            # The change ended with this process: a queued or draining recycle died under
+            # it (a crash), a retire emptied the slot, or the pool stops. A replacement
+            # keeps its reason until its successor beats (or the slot gives up).
+            slot.leaving = None
         if outcome is AfterExit.BOOT_ERROR:
             self._set_state(slot, Event.GIVE_UP)
             self._boot_error = self._boot_error or slot.last_error
@@ -250,7 +259,9 @@ class WorkerLives(LoopState):
                 slot.index,
                 slot.pid,
                 left,
-                "SIGKILL" if killed else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
+                "SIGKILL"
+                if killed
+                else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
             )
 
     def _restart(self, slot: Slot, now: float) -> None:
@@ -299,8 +310,8 @@ class WorkerLives(LoopState):
             if slot.state is S.STARTING and beats:
                 self._set_state(slot, Event.FIRST_BEAT)
                 self._check_birth_rss(slot)
-                if slot.replace:
-                    slot.replace = False
+                if slot.replacing:
+                    slot.leaving = None
                     if self._rolling and self._rolling[0] == slot.index:
                         self._rolling.popleft()
             reference = (
@@ -386,9 +397,9 @@ class WorkerLives(LoopState):
         if not self._ready.is_set() and slot.state is S.FAILED and slot.index < self._desired:
             why = f": {slot.last_error}" if slot.last_error else ""
             self._notify(f"failed: worker {slot.index} failed before the pool was ready{why}")
-        if not slot.replace:
+        if not slot.replacing:
             return
-        slot.replace = False
+        slot.leaving = None
         if self._rolling and self._rolling[0] == slot.index:
             self._rolling.clear()
             self.log.error(

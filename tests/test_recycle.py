@@ -531,7 +531,7 @@ def test_the_age_limit_is_max_age_plus_a_spread_share_of_the_jitter():
 class FakeSlot:
     index: int
     state: S = S.RUNNING
-    replace: bool = False
+    replacing: bool = False
 
 
 @pytest.mark.parametrize(
@@ -553,7 +553,7 @@ def test_the_n_minus_1_gate(others, desired, allowed):
 
 
 def test_the_n_minus_1_gate_refuses_a_second_replacement_and_a_worker_not_serving():
-    slots = [FakeSlot(0), FakeSlot(1, replace=True), FakeSlot(2)]
+    slots = [FakeSlot(0), FakeSlot(1, replacing=True), FakeSlot(2)]
     assert not may_start(slots[0], slots, 3)  # slot 1 is already being replaced
     assert not may_start(slots[1], slots, 3)  # already on its way out
     assert not may_start(FakeSlot(0, S.STARTING), [FakeSlot(0, S.STARTING), FakeSlot(1)], 2)

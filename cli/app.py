@@ -278,6 +278,8 @@ def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
     from pool.daemon import launch
 
     launched = launch(spec, directory, wait=wait)
+    for note in launched.notes:  # e.g. what was left of a dead supervisor's pool, and killed
+        typer.echo(note)
     if not launched.ok:
         raise CliError(f"start failed: {launched.message}")
     status_main(g.name, g.runtime_dir)

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pool.errors import AlreadyRunning, PoolError
@@ -38,6 +38,7 @@ class LaunchResult:
     ok: bool
     message: str
     pid: int
+    notes: list[str] = field(default_factory=list)  # what the supervisor said before its verdict
 
 
 def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
@@ -64,12 +65,13 @@ def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
     finally:
         os.close(ready_w)
         os.close(output)
+    notes: list[str] = []
     try:
-        message = _read_readiness(ready_r, wait)
+        message = _read_readiness(ready_r, wait, notes)
     finally:
         os.close(ready_r)
     if message == "ready":
-        return LaunchResult(True, "ready", process.pid)
+        return LaunchResult(True, "ready", process.pid, notes)
     if message is None:
         reason = f"not ready within {wait:g}s"
     elif message.startswith("failed: "):
@@ -79,14 +81,21 @@ def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
         tail = _output_tail(runtime_dir)
         reason = f"supervisor exited (code {code}) before it was ready" + (f": {tail}" if tail else "")
     _abort(process, spec.grace)
-    return LaunchResult(False, reason, process.pid)
+    return LaunchResult(False, reason, process.pid, notes)
 
 
-def _read_readiness(fd: int, wait: float) -> str | None:
-    """The daemon's one readiness line, '' on EOF without one, None on timeout."""
+def _read_readiness(fd: int, wait: float, notes: list[str]) -> str | None:
+    """The daemon's readiness verdict ("ready" or "failed: ..."), '' on EOF without one,
+    None on timeout. "note: ..." lines before it go to ``notes``."""
     deadline = time.monotonic() + wait
     data = b""
-    while b"\n" not in data:
+    while True:
+        while b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            text = line.decode(errors="replace").strip()
+            if not text.startswith("note: "):
+                return text
+            notes.append(text[len("note: ") :])
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
@@ -94,10 +103,10 @@ def _read_readiness(fd: int, wait: float) -> str | None:
         if not readable:
             continue
         chunk = os.read(fd, 4096)
-        if not chunk:
-            break
+        if not chunk:  # EOF: a last line without its newline, if any
+            text = data.decode(errors="replace").strip()
+            return "" if text.startswith("note: ") else text
         data += chunk
-    return data.decode(errors="replace").split("\n", 1)[0].strip()
 
 
 def _abort(process: subprocess.Popen[bytes], grace: float) -> None:

@@ -96,7 +96,7 @@ class _Hooks(WorkerHooks):
         pool = self._pool()
         if pool is None:
             return None
-        parent_end, child_end = pool._supervisor._mp.Pipe(duplex=True)
+        parent_end, child_end = pool._supervisor.mp_context.Pipe(duplex=True)
         with self.lock:
             self.channels[(slot, generation)] = parent_end
         return child_end

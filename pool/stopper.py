@@ -31,6 +31,7 @@ from typing import Any
 
 from pool.errors import AlreadyRunning
 from pool.lock import SupervisorLock
+from pool.logfile import append_to_log
 from pool.runtime_doc import clean_predecessor
 from pool.shutdown import CONFIRM_S, kill_and_confirm, send, wait_gone
 from statusboard import runtime_file
@@ -205,6 +206,13 @@ def _finalise(
         return _Finalised([f"cannot take {lock.path} to clean up: {exc.strerror or exc}"], [], False)
     try:
         cleanup = clean_predecessor(runtime_dir, grace=0.5, document=last)
+        spec = (current or last or {}).get("spec") or {}
+        append_to_log(  # the pool's own log says what stop found and killed, too
+            runtime_dir,
+            cleanup.notes,
+            log_format=str(spec.get("log_format", "text")),
+            pool=(current or last or {}).get("pool"),
+        )
         killed = cleanup.killed > 0
         if current is None:
             return _Finalised(cleanup.notes, cleanup.survivors, killed)

@@ -1,21 +1,25 @@
-"""One worker slot's life, as the supervisor loop drives it: spawn, first beat, hang,
-exit, the restart decision (pool.budget.after_exit), backoff, and the stop
-escalation (flag, SIGTERM, SIGKILL, confirm). Part of Supervisor (pool/supervisor.py).
+"""The slots' lives, as the supervisor loop drives them: spawn, first beat, hang, exit,
+the decision after it (pool/leaving.py), backoff, and the stop escalation (flag,
+SIGTERM, SIGKILL, confirm), each worker's tree with it (pool/containment.py).
+
+WorkerLives owns the slots; it tells the loop (pool/loop.py) what it must know
+through LifeEvents and two flags (``changed``: flush runtime.json soon;
+``exits_version``: the set of exit fds to poll changed).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from pool import shutdown, spawn_guard
 from pool.budget import RestartBudget
 from pool.containment import CRASH_GRACE_S
 from pool.leaving import AfterExit, Leaving, after_exit
-from pool.loop_state import LoopState
 from pool.oom import oom_kills, sigkill_cause
 from pool.recycle import age_limit
+from pool.run import Run
 from pool.slot import Slot
 from pool.state import Event, next_state
 from pool.worker import BOOT_ERROR_EXIT, WorkerArgs, worker_main
@@ -26,16 +30,45 @@ from statusboard.states import WorkerState as S
 SWEEP_S = 5.0  # also reap every worker this often, whether or not its fd said so (belt and braces)
 
 
-class WorkerLives(LoopState):
-    def _resize(self, desired: int, now: float) -> None:
-        if desired != self._desired:
-            self.log.info("scaling from %d to %d workers", self._desired, desired)
-        self._desired = desired
+class LifeEvents(Protocol):
+    """What the rest of the supervisor hears of the slots' lives."""
+
+    def first_beat(self, slot: Slot) -> None:
+        """A worker beat for the first time (a replacement is in service)."""
+
+    def given_up(self, slot: Slot, was_replacing: bool) -> None:
+        """A slot will not be restarted (FAILED, or DONE by policy)."""
+
+    def boot_failed(self, reason: str, now: float) -> None:
+        """A worker's code cannot start: the pool must stop, restarting would loop."""
+
+
+class WorkerLives:
+    def __init__(self, run: Run, events: LifeEvents, desired: int) -> None:
+        self.run = run
+        self.spec = run.spec
+        self.log = run.log
+        self.board = run.board
+        self.events = events
+        self.slots: list[Slot] = []
+        self.desired = desired
+        self.stopping = False  # the pool is stopping: exits are not restarted
+        self.boot_error: str | None = None  # the first worker boot error, which stopped the pool
+        self.changed = True  # a lifecycle moved since the loop last flushed runtime.json
+        self.exit_fds: dict[int, Slot] = {}  # fd readable when that slot's process exits
+        self.exits_version = 0  # bumped when a process starts or ends: rebuild the poll set
+        self.beat_due = 0.0  # when a heartbeat could next be too old (set by watch_beats)
+        self._next_sweep = 0.0
+
+    def resize(self, desired: int, now: float) -> None:
+        if desired != self.desired:
+            self.log.info("scaling from %d to %d workers", self.desired, desired)
+        self.desired = desired
         spec = self.spec
-        while len(self._slots) < desired:
-            self._slots.append(
+        while len(self.slots) < desired:
+            self.slots.append(
                 Slot(
-                    len(self._slots),
+                    len(self.slots),
                     RestartBudget(
                         spec.max_restarts,
                         spec.restart_window,
@@ -45,43 +78,41 @@ class WorkerLives(LoopState):
                     ),
                 )
             )
-        for slot in self._slots:
+        for slot in self.slots:
             if slot.index < desired:
                 if slot.leaving is Leaving.RETIRE:
                     # Wanted again before it exited: respawn it, not a crash.
                     slot.leaving = Leaving.RESPAWN if slot.alive else None
                 if slot.state is S.EMPTY:
-                    self._spawn(slot, now)
+                    self.spawn(slot, now)
             elif slot.leaving is not Leaving.RETIRE:
                 slot.leaving = Leaving.RETIRE
                 if slot.alive:
-                    self._begin_escalation(slot, "retire", now)
+                    self.begin_escalation(slot, "retire", now)
                 elif slot.state is not S.EMPTY:
-                    self._set_state(slot, Event.RETIRE)
+                    self.set_state(slot, Event.RETIRE)
                     slot.restart_at = None
         self._trim_slots()
-        assert self.board is not None
-        self.board.set_header(workers_desired=desired, slots_used=len(self._slots))
-        self._dirty = True
+        self.board.set_header(workers_desired=desired, slots_used=len(self.slots))
+        self.changed = True
 
     def _trim_slots(self) -> None:
-        while self._slots and self._slots[-1].state is S.EMPTY and self._slots[-1].index >= self._desired:
-            self._slots.pop()
-        assert self.board is not None
-        self.board.set_header(slots_used=len(self._slots))
+        while self.slots and self.slots[-1].state is S.EMPTY and self.slots[-1].index >= self.desired:
+            self.slots.pop()
+        self.board.set_header(slots_used=len(self.slots))
 
-    def _spawn(self, slot: Slot, now: float) -> None:
-        assert self.board is not None
+    def spawn(self, slot: Slot, now: float) -> None:
         board = self.board
         board.reset_worker_region(slot.index)
         # Before the child exists: a stop flag left by the previous process (rolling
-        # restart, retire) would otherwise be read by the new one as its own stop.
-        board.set_lifecycle(slot.index, stop_requested=0)
+        # restart, retire) would otherwise be read by the new one as its own stop, and
+        # the old pid would name the new process's first heartbeats until its row is set.
+        board.set_lifecycle(slot.index, stop_requested=0, pid=0, pid_start_ticks=0)
         made: list[Any] = []  # what this attempt opened, closed again if it fails
         process: Any = None
         try:
-            self._headroom.check()
-            parent_end, child_end = self._mp.Pipe(duplex=True)
+            self.run.headroom.check()
+            parent_end, child_end = self.run.mp.Pipe(duplex=True)
             made += (parent_end, child_end)
             args = WorkerArgs(
                 slot=slot.index,
@@ -91,17 +122,19 @@ class WorkerLives(LoopState):
                 cwd=self.spec.cwd,
                 board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
                 supervisor_pid=os.getpid(),
-                supervisor_ticks=self._ticks,
+                supervisor_ticks=self.run.ticks,
                 conn=child_end,
-                channel=self._hooks.channel(slot.index, slot.generation + 1) if self._hooks else None,
-                close_fds=self._parent_fds() if self._fork else [],
+                channel=self.run.hooks.channel(slot.index, slot.generation + 1) if self.run.hooks else None,
+                close_fds=self.run.parent_fds() if self.run.fork else [],
             )
             if args.channel is not None:
                 made.append(args.channel)
-            process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
-            spawn_guard.start(process, fork=self._fork)
-            if self._hooks is not None:
-                self._hooks.forked(slot.index, slot.generation + 1, process.pid)
+            process = self.run.mp.Process(
+                target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}"
+            )
+            spawn_guard.start(process, fork=self.run.fork)
+            if self.run.hooks is not None:
+                self.run.hooks.forked(slot.index, slot.generation + 1, process.pid)
             ticks = start_ticks(process.pid) or 0
         except OSError as exc:
             for end in made:
@@ -115,25 +148,25 @@ class WorkerLives(LoopState):
             slot.pidfd = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
             slot.pidfd = -1  # no pidfds here: the sentinel pipe and the sweep tell its exit
-        self._poller = None
+        self.exits_version += 1
         child_end.close()
         if args.channel is not None:
             args.channel.close()
         slot.process, slot.conn, slot.pid = process, parent_end, process.pid
-        self._trees.track(slot.index, process.pid)
+        self.run.trees.track(slot.index, process.pid)
         slot.ticks = ticks
         slot.started = now
         slot.oom_kills_at_start = oom_kills()  # to tell an OOM kill from a kill -9 (pool.oom)
         slot.restart_at = None
         slot.born_over_rss = False
-        limit = age_limit(self.spec, self._rng)
+        limit = age_limit(self.spec, self.run.rng)
         slot.recycle_at = None if limit is None else now + limit
         slot.rss = 0
         if self.spec.rss_interval:
-            self._rss.track(process.pid)
-            slot.rss = self._rss.sample(process.pid) or 0  # so a live worker never shows "not sampled"
+            self.run.rss.track(process.pid)
+            slot.rss = self.run.rss.sample(process.pid) or 0  # so a live worker never shows "not sampled"
         slot.rss_self = slot.rss  # no descendants yet
-        self._set_state(slot, Event.SPAWN)
+        self.set_state(slot, Event.SPAWN)
         board.set_lifecycle(
             slot.index,
             pid=slot.pid,
@@ -147,20 +180,19 @@ class WorkerLives(LoopState):
             rss_self_bytes=slot.rss_self,
         )
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
-        if self._hooks is not None:
-            self._hooks.started(slot.index, slot.generation, slot.pid)
+        if self.run.hooks is not None:
+            self.run.hooks.started(slot.index, slot.generation, slot.pid)
 
     def _spawn_failed(self, slot: Slot, exc: OSError, now: float) -> None:
         """No process could be started (EMFILE, ENFILE, EAGAIN, ENOMEM: the machine's limits,
         not the worker's code): a slot failure, counted like a crash, always after a backoff
         (retrying at once would fail the same way), FAILED once the budget is spent."""
-        assert self.board is not None
         slot.last_error = f"could not start: {exc}"
         self.log.error("worker %d could not start: %s", slot.index, exc)
-        self._set_state(slot, Event.SPAWN_FAILED)
+        self.set_state(slot, Event.SPAWN_FAILED)
         delay = slot.budget.record_exit(now, 0.0)
         if delay is None:
-            self._set_state(slot, Event.GIVE_UP)
+            self.set_state(slot, Event.GIVE_UP)
             self.log.error(
                 "worker %d failed: more than %d failed starts or restarts in %gs; giving up",
                 slot.index,
@@ -171,36 +203,28 @@ class WorkerLives(LoopState):
             return
         slot.restarts += 1
         self.board.set_lifecycle(slot.index, restarts=slot.restarts)
-        self._set_state(slot, Event.BACKOFF)
+        self.set_state(slot, Event.BACKOFF)
         slot.restart_at = now + max(delay, self.spec.backoff_base)
 
-    def _parent_fds(self) -> list[int]:
-        """The supervisor's own fds a forked worker must close (it inherits them all)."""
-        fds = [fd for fd in (self._lock_fd, self._notify_fd) if fd is not None]
-        if self._metrics is not None:
-            fds.extend(self._metrics.fds())  # else a worker that outlives us holds the port
-        return fds
-
-    def _close_exit_fd(self, slot: Slot) -> None:
+    def close_exit_fd(self, slot: Slot) -> None:
         if slot.pidfd >= 0:
             os.close(slot.pidfd)
             slot.pidfd = -1
 
-    def _set_state(self, slot: Slot, event: Event) -> None:
+    def set_state(self, slot: Slot, event: Event) -> None:
         slot.state = next_state(slot.state, event)
-        assert self.board is not None
         self.board.set_lifecycle(slot.index, state=slot.state)
-        self._dirty = True
+        self.changed = True
 
-    def _reap(self, now: float, ready: set[int]) -> None:
+    def reap(self, now: float, ready: set[int]) -> None:
         """Reap the workers whose exit fd fired (waitpid per worker per wake would be the
         biggest idle cost of a large pool), and every worker once per SWEEP_S."""
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
-            self._trees.sweep(now, self.spec.grace)
-            due = [s for s in self._slots if s.alive]
+            self.run.trees.sweep(now, self.spec.grace)
+            due = [s for s in self.slots if s.alive]
         else:
-            due = [self._exit_fds[fd] for fd in ready if fd in self._exit_fds]
+            due = [self.exit_fds[fd] for fd in ready if fd in self.exit_fds]
         for slot in due:
             if slot.alive:
                 code = slot.process.exitcode  # waitpid(WNOHANG): reaps, so no zombie is left
@@ -221,14 +245,13 @@ class WorkerLives(LoopState):
         slot.conn.close()
         slot.process.close()
         slot.process = slot.conn = None
-        self._close_exit_fd(slot)
-        self._poller = None
-        self._rss.forget(slot.pid)
+        self.close_exit_fd(slot)
+        self.exits_version += 1
+        self.run.rss.forget(slot.pid)
         slot.recycle_at = None
         prev = slot.state
         escalation, slot.escalation = slot.escalation, None
-        self._set_state(slot, Event.EXIT)
-        assert self.board is not None
+        self.set_state(slot, Event.EXIT)
         self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0, rss_self_bytes=0)
         slot.rss = slot.rss_self = 0
         how = describe_exit(code)
@@ -240,10 +263,10 @@ class WorkerLives(LoopState):
             how += f"; {sigkill_cause(slot.oom_kills_at_start)}"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
         self._end_tree(slot, escalation, now)
-        if self._hooks is not None:
+        if self.run.hooks is not None:
             if prev is S.HUNG:
                 how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
-            self._hooks.exited(slot.index, slot.generation, slot.pid, code, how)
+            self.run.hooks.exited(slot.index, slot.generation, slot.pid, code, how)
         boot_error = False
         if report is not None:
             kind, summary, detail = report
@@ -260,7 +283,7 @@ class WorkerLives(LoopState):
         outcome = after_exit(
             self.spec.restart,
             slot.leaving,
-            stopping=self._stopping,
+            stopping=self.stopping,
             code=code,
             hung=prev is S.HUNG,
             booted=prev is not S.STARTING,
@@ -275,19 +298,19 @@ class WorkerLives(LoopState):
             # keeps its reason until its successor beats (or the slot gives up).
             slot.leaving = None
         if outcome is AfterExit.BOOT_ERROR:
-            self._set_state(slot, Event.GIVE_UP)
-            self._boot_error = self._boot_error or slot.last_error
+            self.set_state(slot, Event.GIVE_UP)
+            self.boot_error = self.boot_error or slot.last_error
             self.log.error("boot error in worker %d: stopping the pool instead of restarting", slot.index)
-            self._begin_stop(f"boot error: {slot.last_error}", now)
+            self.events.boot_failed(f"boot error: {slot.last_error}", now)
         elif outcome is AfterExit.RETIRED:
-            self._set_state(slot, Event.RETIRE)
+            self.set_state(slot, Event.RETIRE)
             self._trim_slots()
         elif outcome is AfterExit.STOPPED:
-            self._set_state(slot, Event.STOP)
+            self.set_state(slot, Event.STOP)
         elif outcome is AfterExit.REPLACE:
-            self._spawn(slot, now)
+            self.spawn(slot, now)
         elif outcome is AfterExit.DONE:
-            self._set_state(slot, Event.DONE)
+            self.set_state(slot, Event.DONE)
             self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
             self._slot_given_up(slot)
         else:
@@ -298,7 +321,7 @@ class WorkerLives(LoopState):
         ends (a crash: shortly), at once when its stop had reached SIGKILL."""
         killed = escalation is not None and escalation.stage >= shutdown.Stage.KILL
         grace_until = None if escalation is None else escalation.started + escalation.grace
-        left = self._trees.release(slot.index, slot.pid, now, grace_until=grace_until, killed=killed)
+        left = self.run.trees.release(slot.index, slot.pid, now, grace_until=grace_until, killed=killed)
         if left:
             self.log.warning(
                 "worker %d (pid %d) left %d process(es) running; ending them: %s",
@@ -312,10 +335,9 @@ class WorkerLives(LoopState):
 
     def _restart(self, slot: Slot, now: float) -> None:
         """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
-        assert self.board is not None
         delay = slot.budget.record_exit(now, now - slot.started)
         if delay is None:
-            self._set_state(slot, Event.GIVE_UP)
+            self.set_state(slot, Event.GIVE_UP)
             self.log.error(
                 "worker %d failed: more than %d restarts in %gs; giving up",
                 slot.index,
@@ -328,9 +350,9 @@ class WorkerLives(LoopState):
         self.board.set_lifecycle(slot.index, restarts=slot.restarts)
         if delay == 0:
             self.log.info("worker %d restarting (restart %d)", slot.index, slot.restarts)
-            self._spawn(slot, now)
+            self.spawn(slot, now)
         else:
-            self._set_state(slot, Event.BACKOFF)
+            self.set_state(slot, Event.BACKOFF)
             slot.restart_at = now + delay
             self.log.info(
                 "worker %d restarting in %.2fs (restart %d, %d in the last %gs)",
@@ -341,25 +363,22 @@ class WorkerLives(LoopState):
                 self.spec.restart_window,
             )
 
-    def _watch_beats(self, now: float) -> None:
+    def watch_beats(self, now: float) -> None:
         """Promote first beats, start hang kills, and note when the next hang could be due
         (``_beat_due``, for the loop's sleep: one pass over the board per wake, not two)."""
-        assert self.board is not None
         board = self.board
         mono = time.monotonic_ns()
         timeout_ns = int(self.spec.heartbeat_timeout * 1e9)
         soonest_ns = timeout_ns
-        for slot in self._slots:
+        for slot in self.slots:
             if slot.state not in (S.STARTING, S.RUNNING) or slot.escalation is not None:
                 continue
             beats = board.word(slot.index, "beats")
             if slot.state is S.STARTING and beats:
-                self._set_state(slot, Event.FIRST_BEAT)
-                self._check_birth_rss(slot)
+                self.set_state(slot, Event.FIRST_BEAT)
+                self.events.first_beat(slot)  # while slot.leaving still says why it started
                 if slot.replacing:
-                    slot.leaving = None
-                    if self._rolling and self._rolling[0] == slot.index:
-                        self._rolling.popleft()
+                    slot.leaving = None  # the replacement is in service
             reference = (
                 board.word(slot.index, "heartbeat_ns") if beats else board.word(slot.index, "started_ns")
             )
@@ -368,36 +387,36 @@ class WorkerLives(LoopState):
                 soonest_ns = min(soonest_ns, timeout_ns - age_ns)
             else:
                 self.log.warning(
-                    "worker %d (pid %d) hung: no heartbeat for %.1fs (timeout %gs); sending SIGTERM",
+                    "worker %d (pid %d) hung: %s for %.1fs (timeout %gs); sending SIGTERM",
                     slot.index,
                     slot.pid,
+                    "no heartbeat" if beats else "no heartbeat (none since it started)",
                     age_ns / 1e9,
                     self.spec.heartbeat_timeout,
                 )
-                self._begin_escalation(slot, "hang", now)
-        self._beat_due = now + soonest_ns / 1e9
+                self.begin_escalation(slot, "hang", now)
+        self.beat_due = now + soonest_ns / 1e9
 
-    def _begin_escalation(self, slot: Slot, why: str, now: float) -> None:
+    def begin_escalation(self, slot: Slot, why: str, now: float) -> None:
         esc = shutdown.begin(why, now, self.spec.grace)
         slot.escalation = esc
-        assert self.board is not None
         if why == "hang":
-            self._set_state(slot, Event.HANG)
-            self._trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
-            shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
+            self.set_state(slot, Event.HANG)
+            self.run.trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
+            shutdown.send(self.run.kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             return
         # Know its tree now: a worker that leaves at the flag leaves its children to us.
-        self._trees.look(slot.pid, full=True)
+        self.run.trees.look(slot.pid, full=True)
         if slot.state is not S.STOPPING:
-            self._set_state(slot, Event.STOP)
+            self.set_state(slot, Event.STOP)
         self.board.set_lifecycle(slot.index, stop_requested=1)
         try:
             slot.conn.send_bytes(b"S")
         except (OSError, ValueError):
             pass  # the worker is already gone; its sentinel will say so
 
-    def _escalate(self, now: float) -> None:
-        for slot in self._slots:
+    def escalate(self, now: float) -> None:
+        for slot in self.slots:
             esc = slot.escalation
             if esc is None or not slot.alive:
                 continue
@@ -413,43 +432,64 @@ class WorkerLives(LoopState):
                     "the stop flag" if stage is shutdown.Stage.TERM else "SIGTERM",
                     signum.name,
                 )
-                self._trees.signal_tree(slot.pid, signum)
-                shutdown.send(self._kill, slot.pid, signum)
+                self.run.trees.signal_tree(slot.pid, signum)
+                shutdown.send(self.run.kill, slot.pid, signum)
             elif stage is shutdown.Stage.GAVE_UP:
                 slot.survivor = True
-                self._poller = None
+                self.exits_version += 1
                 self.log.error(
                     "worker %d (pid %d) survived SIGKILL for %gs: NOT confirmed gone",
                     slot.index,
                     slot.pid,
                     shutdown.CONFIRM_S,
                 )
-                self._dirty = True
+                self.changed = True
 
-    def _start_due(self, now: float) -> None:
-        for slot in self._slots:
+    def start_due(self, now: float) -> None:
+        for slot in self.slots:
             if slot.state is S.BACKOFF and slot.restart_at is not None and now >= slot.restart_at:
-                self._spawn(slot, now)
+                self.spawn(slot, now)
 
     def _slot_given_up(self, slot: Slot) -> None:
-        """A slot that will not be restarted.
+        """A slot that will not be restarted: its planned change ends with it."""
+        was_replacing = slot.replacing
+        if was_replacing:
+            slot.leaving = None
+        self.events.given_up(slot, was_replacing)
 
-        One that FAILED (crash loop) before the pool was ever ready means it never will
-        be: a waiting `poolctl start` hears so at once, with the worker's last error,
-        instead of waiting out --wait (it then stops this supervisor). Embedded, the
-        pool stays up, degraded, as the restart policy says. After a rolling restart's
-        replacement: end the roll, keep the rest serving.
-        """
-        if not self._ready.is_set() and slot.state is S.FAILED and slot.index < self._desired:
-            why = f": {slot.last_error}" if slot.last_error else ""
-            self._notify(f"failed: worker {slot.index} failed before the pool was ready{why}")
-        if not slot.replacing:
-            return
-        slot.leaving = None
-        if self._rolling and self._rolling[0] == slot.index:
-            self._rolling.clear()
-            self.log.error(
-                "rolling restart stopped: the replacement of worker %d failed; "
-                "the workers not yet replaced keep running",
-                slot.index,
-            )
+    def stop_all(self, now: float) -> None:
+        """The pool stops: no more restarts; every live worker gets its stop (flag, SIGTERM,
+        SIGKILL after the grace, its tree with it)."""
+        self.stopping = True
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.alive and slot.escalation is None:
+                self.begin_escalation(slot, "stop", now)
+            elif slot.alive and slot.escalation is not None:
+                if slot.state is S.STARTING or slot.state is S.RUNNING:
+                    self.set_state(slot, Event.STOP)
+            elif slot.state in (S.BACKOFF, S.EXITED):
+                self.set_state(slot, Event.STOP)
+
+    @property
+    def any_alive(self) -> bool:
+        return any(s.alive for s in self.slots)
+
+    def serving(self) -> list[Slot]:
+        """The slots of the pool's desired size."""
+        return [s for s in self.slots if s.index < self.desired]
+
+    def next_deadline(self, now: float, starting_poll: float) -> float:
+        """The earliest moment a slot needs the loop: a restart, an escalation step, a
+        max_age recycle coming due, or a first beat to look for (``starting_poll``)."""
+        deadline = self.beat_due
+        for slot in self.slots:
+            if slot.restart_at is not None:
+                deadline = min(deadline, slot.restart_at)
+            if slot.recycle_at is not None and slot.leaving is None:  # else it is not due (again)
+                deadline = min(deadline, slot.recycle_at)
+            if slot.escalation is not None:
+                deadline = min(deadline, slot.escalation.next_at)
+            if slot.state is S.STARTING:
+                deadline = min(deadline, now + starting_poll)
+        return deadline

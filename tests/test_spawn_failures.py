@@ -160,7 +160,7 @@ except OSError:
 def broken():
     raise RuntimeError("injected internal error")
 
-sup._check_ready = broken  # the loop's next wake raises, with no fd left to open
+sup.loop._check_ready = broken  # the loop's next wake raises, with no fd left to open
 sup._thread.join(60)
 for fd in hog:
     os.close(fd)

@@ -256,11 +256,11 @@ def test_commands_after_the_pool_stopped_write_to_no_reused_descriptor(runtime, 
         made.append(fds)
         return fds
 
-    monkeypatch.setattr("pool.supervisor.os.pipe2", recording_pipe2)
+    monkeypatch.setattr("pool.commands.os.pipe2", recording_pipe2)
     with pytest.raises(PoolError):
         sup.start(timeout=15)
     monkeypatch.undo()
-    assert made and sup._wake_w == -1
+    assert made and sup._inbox.wake_w == -1
     old_wake_fd = made[0][1]
     try:
         os.fstat(old_wake_fd)

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from pool.errors import AlreadyRunning
-from pool.lock import SupervisorLock
+from pool.lock import START_LOCK_NAME, SupervisorLock
 from pool.logfile import append_to_log
 from pool.runtime_doc import clean_predecessor
 from pool.shutdown import CONFIRM_S, kill_and_confirm, send, wait_gone
 from statusboard import runtime_file
 from statusboard.board import Board, segment_owner, shm_dir
 from statusboard.errors import BoardError, RuntimeFileError, RuntimeFileMissing, RuntimeFileUnsafe
-from statusboard.liveness import LOCK_NAME, flock_pids, is_alive, lock_holder
+from statusboard.liveness import LOCK_NAME, flock_pids, is_alive, lock_holder, lock_holder_present
 from statusboard.rows import iso, read_board
 
 Identity = tuple[int, int]
@@ -77,23 +77,41 @@ def stop_pool(runtime_dir: Path, *, timeout: float) -> StopOutcome:
 
 
 def _await_holder(lock_path: Path, timeout: float) -> Identity | None:
-    """The verified lock holder, or None when the lock is free. A holder that does not
-    name itself within ``timeout`` is refused (raises _Refused): it is not signalled."""
+    """The verified lock holder, or None when the lock is free and no `start` is launching
+    a supervisor (start.lock, pool.lock.StartLock): a supervisor on its way is waited for.
+    A holder that does not name itself within ``timeout`` is refused (raises _Refused): it
+    is not signalled; so is a start still launching at ``timeout``."""
     deadline = time.monotonic() + timeout
     delay = 0.001
+    start_lock = lock_path.with_name(START_LOCK_NAME)
     while True:
         try:
             held, holder = lock_holder(lock_path)
         except OSError as exc:
             raise _Refused(f"cannot stop: {lock_path}: {exc.strerror or exc}") from None
-        if not held or holder is not None:
+        if holder is not None:
             return holder
-        if time.monotonic() >= deadline:
+        if not held:
+            if not _start_in_progress(start_lock):
+                return None
+            if time.monotonic() >= deadline:
+                raise _Refused(
+                    f"cannot stop: a start of this pool ({_kernel_holders(start_lock)}) is still launching "
+                    f"its supervisor after {timeout:g}s; nothing signalled"
+                )
+        elif time.monotonic() >= deadline:
             raise _Refused(
                 f"cannot stop: {lock_path} is held by {_kernel_holders(lock_path)}, which does not name itself in it; nothing signalled"
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _start_in_progress(start_lock: Path) -> bool:
+    try:
+        return lock_holder_present(start_lock)
+    except OSError:
+        return False
 
 
 def _kernel_holders(lock_path: Path) -> str:

@@ -376,8 +376,12 @@ def _segment_owner_alive(segment: Path) -> bool:
 
 
 def lock_holders(path: Path) -> set[int]:
-    """Pids holding an flock on ``path``, from /proc/locks (the kernel's word, not a pid file)."""
-    st = os.stat(path)
+    """Pids holding an flock on ``path``, from /proc/locks (the kernel's word, not a pid file).
+    No file: nobody holds it (a start aborted before its daemon got that far)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return set()
     inode_key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     holders = set()
     with open("/proc/locks") as f:

@@ -432,3 +432,50 @@ def test_a_lock_record_the_kernel_contradicts_is_not_believed(
     assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (True, _identity(holder.proc.pid))
     holder.release()
     assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (False, None)
+
+
+@pytest.mark.parametrize("attempt", range(int(os.environ.get("RACE_ATTEMPTS", "5"))))
+def test_stop_while_start_is_still_launching_the_supervisor_stops_what_it_launches(
+    cli: Cli, attempt: int
+) -> None:
+    """Earlier than the boot window: `poolctl start` has begun (it holds start.lock) but its
+    supervisor may not even exist yet. `stop` waits for it and stops it; exit 0 only when
+    nothing of the pool runs, and the start then fails instead of leaving a pool behind."""
+    start_lock = cli.directory / "start.lock"
+    argv = [
+        POOLCTL,
+        "--name",
+        cli.name,
+        "--runtime-dir",
+        str(cli.directory),
+        "start",
+        "cli_targets:slow_boot",
+        "-w",
+        "2",
+        "--grace",
+        "0.5",
+        "--heartbeat-timeout",
+        "5",
+    ]
+    starter = subprocess.Popen(
+        argv, cwd=TESTS_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(
+            lambda: start_lock.exists() and liveness.lock_holder_present(start_lock),
+            30,
+            "`poolctl start` to take start.lock",
+            interval=0.001,
+        )
+        result = cli("stop")
+        assert result.code == 0, str(result)
+        out, err = starter.communicate(timeout=60)
+        assert starter.returncode != 0 or b"running" not in out, (out, err)
+        assert not lock_holders(cli.directory / "supervisor.lock"), str(result)
+        left = _pool_processes_by_title(cli.name, cli.directory)
+        assert not left, f"after `stop` exit 0: {[p.pid for p in left]}\n{result}"
+        assert cli.status()[0] == 3
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        starter.communicate(timeout=30)

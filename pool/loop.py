@@ -41,6 +41,7 @@ from pool.lock import SupervisorLock
 from pool.metrics_http import MetricsServer
 from pool.own_state import OwnState
 from pool.proctree import set_child_subreaper
+from pool.readiness import Readiness
 from pool.recycle import RssSampler
 from pool.replacements import Replacements
 from pool.run import Run
@@ -62,34 +63,6 @@ from statusboard.states import WorkerState as S
 # wake costs CPU; 1 s is gunicorn's arbiter tick, the idle-CPU figure to beat.
 TICK_S = 1.0
 STARTING_POLL_S = 0.001  # while a worker has not beaten yet, look for its first beat this often (boot only)
-
-
-class Readiness:
-    """The readiness pipe of a detached supervisor (pool.daemon): one line, "ready" or
-    "failed: <reason>", then closed. Forked workers close their copy."""
-
-    def __init__(self, fd: int | None) -> None:
-        self.fd = fd
-
-    def note(self, line: str) -> None:
-        """A line for the waiting `poolctl start` to print before the verdict (what the new
-        supervisor cleaned up after a dead one)."""
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, f"note: {line}".replace("\n", " ").encode() + b"\n")
-        except OSError:
-            pass
-
-    def say(self, line: str) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, line.encode() + b"\n")
-            os.close(self.fd)
-        except OSError:
-            pass
-        self.fd = None
 
 
 class Loop:
@@ -145,16 +118,7 @@ class Loop:
             readiness.note(line)
         pid = os.getpid()
         ticks = start_ticks(pid) or 0
-        board = Board.create(
-            segment_path(spec.name, pid, ticks),
-            MAX_CAPACITY,
-            supervisor_pid=pid,
-            supervisor_start_ticks=ticks,
-            heartbeat_timeout_ns=int(spec.heartbeat_timeout * 1e9),
-            workers_desired=spec.workers,
-        )
-        board.set_header(pool_state=PoolState.STARTING)
-        self.board = board
+        self.board = board = _new_board(spec, pid, ticks)
         self.run = Run(
             spec=spec,
             log=log,
@@ -484,6 +448,21 @@ class Loop:
                 self._systemd_status = summary
                 self._systemd.status(summary)
         self._next_flush = now + self.spec.flush_interval
+
+
+def _new_board(spec: PoolSpec, pid: int, ticks: int) -> Board:
+    """This run's board, named by this supervisor's identity (pid + start ticks), so a
+    crashed supervisor's board never blocks the next one."""
+    board = Board.create(
+        segment_path(spec.name, pid, ticks),
+        MAX_CAPACITY,
+        supervisor_pid=pid,
+        supervisor_start_ticks=ticks,
+        heartbeat_timeout_ns=int(spec.heartbeat_timeout * 1e9),
+        workers_desired=spec.workers,
+    )
+    board.set_header(pool_state=PoolState.STARTING)
+    return board
 
 
 class _Events:

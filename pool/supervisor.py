@@ -28,8 +28,9 @@ from pool import commands as cmd
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
-from pool.loop import Loop, Readiness
+from pool.loop import Loop
 from pool.proctree import command_line
+from pool.readiness import Readiness
 from pool.sdnotify import SystemdNotifier
 from pool.slot import StopResult, WorkerHooks
 from pool.spec import MAX_WORKERS, PoolSpec

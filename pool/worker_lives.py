@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from pool import shutdown, spawn_guard
 from pool.budget import RestartBudget
@@ -22,9 +22,8 @@ from pool.recycle import age_limit
 from pool.run import Run
 from pool.slot import Slot
 from pool.state import Event, next_state
-from pool.worker import BOOT_ERROR_EXIT, WorkerArgs, worker_main
+from pool.worker import BOOT_ERROR_EXIT, WorkerArgs
 from statusboard.health import describe_exit
-from statusboard.liveness import start_ticks
 from statusboard.states import WorkerState as S
 
 SWEEP_S = 5.0  # also reap every worker this often, whether or not its fd said so (belt and braces)
@@ -108,51 +107,32 @@ class WorkerLives:
         # restart, retire) would otherwise be read by the new one as its own stop, and
         # the old pid would name the new process's first heartbeats until its row is set.
         board.set_lifecycle(slot.index, stop_requested=0, pid=0, pid_start_ticks=0)
-        made: list[Any] = []  # what this attempt opened, closed again if it fails
-        process: Any = None
+        generation = slot.generation + 1
         try:
-            self.run.headroom.check()
-            parent_end, child_end = self.run.mp.Pipe(duplex=True)
-            made += (parent_end, child_end)
-            args = WorkerArgs(
-                slot=slot.index,
-                pool=self.spec.name,
-                generation=slot.generation + 1,
-                target=self.spec.target,
-                cwd=self.spec.cwd,
-                board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
-                supervisor_pid=os.getpid(),
-                supervisor_ticks=self.run.ticks,
-                conn=child_end,
-                channel=self.run.hooks.channel(slot.index, slot.generation + 1) if self.run.hooks else None,
-                close_fds=self.run.parent_fds() if self.run.fork else [],
+            started = spawn_guard.start_worker(
+                self.run,
+                WorkerArgs(
+                    slot=slot.index,
+                    pool=self.spec.name,
+                    generation=generation,
+                    target=self.spec.target,
+                    cwd=self.spec.cwd,
+                    board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
+                    supervisor_pid=os.getpid(),
+                    supervisor_ticks=self.run.ticks,
+                    conn=None,  # start_worker makes the pipe
+                    channel=self.run.hooks.channel(slot.index, generation) if self.run.hooks else None,
+                    close_fds=self.run.parent_fds() if self.run.fork else [],
+                ),
             )
-            if args.channel is not None:
-                made.append(args.channel)
-            process = self.run.mp.Process(
-                target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}"
-            )
-            spawn_guard.start(process, fork=self.run.fork)
-            if self.run.hooks is not None:
-                self.run.hooks.forked(slot.index, slot.generation + 1, process.pid)
-            ticks = start_ticks(process.pid) or 0
         except OSError as exc:
-            for end in made:
-                end.close()
-            if process is not None:
-                spawn_guard.abandon(process)
             self._spawn_failed(slot, exc, now)
             return
-        slot.generation += 1
-        try:
-            slot.pidfd = os.pidfd_open(process.pid)
-        except (AttributeError, OSError):
-            slot.pidfd = -1  # no pidfds here: the sentinel pipe and the sweep tell its exit
+        process, ticks = started.process, started.ticks
+        slot.generation = generation
+        slot.pidfd = started.pidfd
         self.exits_version += 1
-        child_end.close()
-        if args.channel is not None:
-            args.channel.close()
-        slot.process, slot.conn, slot.pid = process, parent_end, process.pid
+        slot.process, slot.conn, slot.pid = process, started.conn, process.pid
         self.run.trees.track(slot.index, process.pid)
         slot.ticks = ticks
         slot.started = now
@@ -241,6 +221,48 @@ class WorkerLives:
         return report if isinstance(report, tuple) and len(report) == 3 else None
 
     def _on_exit(self, slot: Slot, code: int, now: float) -> None:
+        hung = slot.state is S.HUNG
+        booted = slot.state is not S.STARTING
+        boot_error = self._close_process(slot, code, now)
+        outcome = after_exit(
+            self.spec.restart,
+            slot.leaving,
+            stopping=self.stopping,
+            code=code,
+            hung=hung,
+            booted=booted,
+            boot_error=boot_error,
+        )
+        if slot.leaving in (Leaving.RECYCLE_DUE, Leaving.DRAIN, Leaving.RETIRE) or outcome in (
+            AfterExit.STOPPED,
+            AfterExit.BOOT_ERROR,
+        ):
+            # The change ended with this process: a queued or draining recycle died under
+            # it (a crash), a retire emptied the slot, or the pool stops. A replacement
+            # keeps its reason until its successor beats (or the slot gives up).
+            slot.leaving = None
+        if outcome is AfterExit.BOOT_ERROR:
+            self.set_state(slot, Event.GIVE_UP)
+            self.boot_error = self.boot_error or slot.last_error
+            self.log.error("boot error in worker %d: stopping the pool instead of restarting", slot.index)
+            self.events.boot_failed(f"boot error: {slot.last_error}", now)
+        elif outcome is AfterExit.RETIRED:
+            self.set_state(slot, Event.RETIRE)
+            self._trim_slots()
+        elif outcome is AfterExit.STOPPED:
+            self.set_state(slot, Event.STOP)
+        elif outcome is AfterExit.REPLACE:
+            self.spawn(slot, now)
+        elif outcome is AfterExit.DONE:
+            self.set_state(slot, Event.DONE)
+            self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
+            self._slot_given_up(slot)
+        else:
+            self._restart(slot, now)
+
+    def _close_process(self, slot: Slot, code: int, now: float) -> bool:
+        """The slot's process has exited (reaped): release what it held, end its tree, say
+        how it ended (log, hooks). True when it reported a boot error (its code cannot start)."""
         report = self._read_report(slot)
         slot.conn.close()
         slot.process.close()
@@ -280,41 +302,7 @@ class WorkerLives:
                 detail.rstrip(),
             )
             boot_error = kind == "boot_error" and code == BOOT_ERROR_EXIT
-        outcome = after_exit(
-            self.spec.restart,
-            slot.leaving,
-            stopping=self.stopping,
-            code=code,
-            hung=prev is S.HUNG,
-            booted=prev is not S.STARTING,
-            boot_error=boot_error,
-        )
-        if slot.leaving in (Leaving.RECYCLE_DUE, Leaving.DRAIN, Leaving.RETIRE) or outcome in (
-            AfterExit.STOPPED,
-            AfterExit.BOOT_ERROR,
-        ):
-            # The change ended with this process: a queued or draining recycle died under
-            # it (a crash), a retire emptied the slot, or the pool stops. A replacement
-            # keeps its reason until its successor beats (or the slot gives up).
-            slot.leaving = None
-        if outcome is AfterExit.BOOT_ERROR:
-            self.set_state(slot, Event.GIVE_UP)
-            self.boot_error = self.boot_error or slot.last_error
-            self.log.error("boot error in worker %d: stopping the pool instead of restarting", slot.index)
-            self.events.boot_failed(f"boot error: {slot.last_error}", now)
-        elif outcome is AfterExit.RETIRED:
-            self.set_state(slot, Event.RETIRE)
-            self._trim_slots()
-        elif outcome is AfterExit.STOPPED:
-            self.set_state(slot, Event.STOP)
-        elif outcome is AfterExit.REPLACE:
-            self.spawn(slot, now)
-        elif outcome is AfterExit.DONE:
-            self.set_state(slot, Event.DONE)
-            self.log.info("worker %d not restarted (policy %s)", slot.index, self.spec.restart.value)
-            self._slot_given_up(slot)
-        else:
-            self._restart(slot, now)
+        return boot_error
 
     def _end_tree(self, slot: Slot, escalation: shutdown.Escalation | None, now: float) -> None:
         """What the worker started ends with it: SIGTERM now, SIGKILL when its stop's grace

@@ -257,7 +257,7 @@ def start(
 def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
     directory = rdir.ensure(g.directory)
     if not foreground:
-        from pool.lock import StartLock
+        from pool.supervision.lock import StartLock
 
         # Held until the daemon is ready or has failed: a `stop` meanwhile waits for the
         # supervisor this start launches and stops it, instead of finding nothing yet.
@@ -265,9 +265,9 @@ def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
             return _start_detached(g, spec, directory, wait)
     if _already_running(g, directory):
         return ExitCode.OK
-    from pool.sdnotify import SystemdNotifier
-    from pool.supervisor import Supervisor
-    from pool.titles import set_title, supervisor_title
+    from pool.integrations.sdnotify import SystemdNotifier
+    from pool.integrations.titles import set_title, supervisor_title
+    from pool.supervision.supervisor import Supervisor
 
     set_title(supervisor_title(spec.name))
     systemd = SystemdNotifier.from_environ()  # Type=notify units: READY=1 once every worker beat
@@ -279,7 +279,7 @@ def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
 
 def _start_detached(g: Globals, spec: Any, directory: Path, wait: float) -> int:
     from cli.status_cmd import status_main
-    from pool.daemon import launch
+    from pool.ops.daemon import launch
 
     if _already_running(g, directory):
         return ExitCode.OK
@@ -350,7 +350,7 @@ def restart(
     if not isinstance(spec_doc, dict):
         raise CliError(f"{g.directory}/runtime.json records no pool settings; use start")
     from cli.stop_cmd import grace_of
-    from pool.stopper import stop_pool
+    from pool.ops.stopper import stop_pool
 
     outcome = stop_pool(g.directory, timeout=grace_of(g.directory) + 5.0)
     if not outcome.ok:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pool.titles import supervisor_title
+from pool.integrations.titles import supervisor_title
 
 BOOT_S = 1.0  # slow_boot: seconds before the first heartbeat
 _cue: list[int] = []
@@ -258,7 +258,7 @@ class Cli:
                 pass
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = proc.info["cmdline"] or []
-            if ("pool.daemon" in cmdline and str(self.directory) in cmdline) or " ".join(
+            if ("pool.ops.daemon" in cmdline and str(self.directory) in cmdline) or " ".join(
                 cmdline
             ).strip() == supervisor_title(self.name):
                 found.setdefault(proc.pid, _ticks(proc.pid))

@@ -3,7 +3,7 @@
 Commands that act on a pool (stop, scale, restart) act on the verified lock holder
 (pid + start ticks) or refuse; a pid read from runtime.json alone is never
 signalled; a symlinked runtime.json is refused; `stop` while a pool boots stops
-it. And the finder of what a dead supervisor left (pool.remnants): it returns only
+it. And the finder of what a dead supervisor left (pool.ops.remnants): it returns only
 processes provably that pool's, and `start` and `stop` kill them.
 """
 
@@ -177,7 +177,7 @@ def _pool_processes_by_title(name: str, directory: Path) -> list[psutil.Process]
         cmdline = " ".join(proc.info["cmdline"] or [])
         if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
             continue
-        if f"[{name}]" in cmdline or ("pool.daemon" in cmdline and str(directory) in cmdline):
+        if f"[{name}]" in cmdline or ("pool.ops.daemon" in cmdline and str(directory) in cmdline):
             found.append(proc)
     return found
 
@@ -273,7 +273,7 @@ def _kill_all(procs: dict[str, tuple[int, int]]) -> None:
 def test_remnants_are_the_workers_their_descendants_and_group_and_nothing_else(
     spawn: Any, read_line: Callable[..., str]
 ) -> None:
-    from pool.remnants import remnants
+    from pool.ops.remnants import remnants
 
     bystander = spawn(["sleep", "300"])
     document, procs = _old_pool(spawn, read_line)
@@ -302,7 +302,7 @@ def test_remnants_are_the_workers_their_descendants_and_group_and_nothing_else(
 def test_start_kills_what_a_dead_supervisor_left_and_logs_one_line(
     runtime: Path, spawn: Any, read_line: Callable[..., str]
 ) -> None:
-    from pool.supervisor import Supervisor
+    from pool.supervision.supervisor import Supervisor
 
     bystander = spawn(["sleep", "300"])
     document, procs = _old_pool(spawn, read_line)

@@ -1,7 +1,7 @@
 """What one run of a supervisor has: made by Supervisor.run() once the lock is held.
 
 Everything here exists for the whole run and is never None, so the parts that get
-a Run (pool/worker_lives.py, pool/replacements.py, pool/loop.py) need no checks.
+a Run (pool/supervision/worker_lives.py, pool/supervision/replacements.py, pool/supervision/loop.py) need no checks.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pool.containment import TreeKeeper
-from pool.recycle import RssSampler
-from pool.slot import WorkerHooks
-from pool.spawn_guard import Headroom
 from pool.spec import PoolSpec
+from pool.supervision.containment import TreeKeeper
+from pool.supervision.recycle import RssSampler
+from pool.supervision.slot import WorkerHooks
+from pool.supervision.spawn_guard import Headroom
 from statusboard.board import Board
 
 
@@ -30,8 +30,8 @@ class Run:
     ticks: int  # this supervisor's start ticks (with its pid: its identity)
     kill: Callable[[int, int], None]  # os.kill, injectable (a process that will not die)
     hooks: WorkerHooks | None  # what an embedding program (the task pool) hears
-    trees: TreeKeeper  # the workers' process trees (pool/containment.py)
+    trees: TreeKeeper  # the workers' process trees (pool/supervision/containment.py)
     rss: RssSampler
-    headroom: Headroom  # fds kept free for the supervisor itself (pool/spawn_guard.py)
+    headroom: Headroom  # fds kept free for the supervisor itself (pool/supervision/spawn_guard.py)
     rng: random.Random
     parent_fds: Callable[[], list[int]]  # this process's fds a forked worker must close

@@ -3,7 +3,7 @@
 This is the public face: commands safe from any thread, ``run()`` (the daemon and
 foreground case: it blocks) and ``with Supervisor(...)`` (embedded: the loop runs in a
 thread of this program). ``run()`` takes the runtime directory's lock, opens the log
-and makes a Loop (pool/loop.py), which owns everything that exists only while the
+and makes a Loop (pool/supervision/loop.py), which owns everything that exists only while the
 pool runs: the board, the slots' lives, the replacements, the process trees.
 
 Start method: "auto" forks when the loop runs in a single-threaded process (the
@@ -24,16 +24,16 @@ from typing import Any
 
 import multiprocess
 
-from pool import commands as cmd
 from pool.errors import PoolError, SpecError, StopFailed
-from pool.lock import SupervisorLock
-from pool.logfile import close_log, open_log
-from pool.loop import Loop
-from pool.proctree import command_line
-from pool.readiness import Readiness
-from pool.sdnotify import SystemdNotifier
-from pool.slot import StopResult, WorkerHooks
+from pool.integrations.logfile import close_log, open_log
+from pool.integrations.sdnotify import SystemdNotifier
 from pool.spec import MAX_WORKERS, PoolSpec
+from pool.supervision import commands as cmd
+from pool.supervision.lock import SupervisorLock
+from pool.supervision.loop import Loop
+from pool.supervision.proctree import command_line
+from pool.supervision.readiness import Readiness
+from pool.supervision.slot import StopResult, WorkerHooks
 from statusboard import runtime_dir as rdir
 from statusboard.board import Board
 from statusboard.states import WorkerState as S
@@ -208,7 +208,7 @@ class Supervisor:
 
         ``install_signals`` (default: when called in the main thread) also means this
         loop owns its process: it handles SIGTERM/SIGHUP/... and reaps its workers'
-        orphans as a child subreaper (pool.containment).
+        orphans as a child subreaper (pool.supervision.containment).
         """
         if install_signals is None:
             install_signals = threading.current_thread() is threading.main_thread()
@@ -219,7 +219,7 @@ class Supervisor:
         if method == "forkserver":
             # Workers fork from a server that has already imported what they run (and the
             # caller's __main__, as multiprocess does by default): ~50 ms less per worker.
-            mp.set_forkserver_preload(["__main__", "pool.worker", "pool.taskworker"])
+            mp.set_forkserver_preload(["__main__", "pool.supervision.worker", "pool.taskpool.taskworker"])
         _allow_fds(FDS_PER_WORKER * MAX_WORKERS + 64)
         rdir.ensure(self.runtime_dir)
         lock = SupervisorLock(self.runtime_dir)

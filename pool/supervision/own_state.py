@@ -35,18 +35,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pool.lock import SupervisorLock
-from pool.logfile import reopen_log
+from pool.integrations.logfile import reopen_log
+from pool.supervision.lock import SupervisorLock
 from statusboard import runtime_dir as rdir
 from statusboard import runtime_file
 from statusboard.errors import RuntimeDirError
 from statusboard.states import WorkerState as S
 
 if TYPE_CHECKING:
-    from pool.loop import Loop  # the loop holds us: imported for the type checker only
+    from pool.supervision.loop import Loop  # the loop holds us: imported for the type checker only
 
 RATE_S = 30.0  # the same failure is logged at most this often
-LOCK_RETRY_S = 0.5  # as pool.lock: a status probe's shared flock lasts microseconds
+LOCK_RETRY_S = 0.5  # as pool.supervision.lock: a status probe's shared flock lasts microseconds
 
 
 class RateLimitedLog:
@@ -88,7 +88,7 @@ def _why(exc: BaseException) -> str:
 def _take_lock(path: Path) -> int | None:
     """flock a (new) supervisor.lock at ``path``: its fd, or None when another process holds it.
 
-    Like pool.lock.SupervisorLock.acquire (a reader's shared probe can collide with us for
+    Like pool.supervision.lock.SupervisorLock.acquire (a reader's shared probe can collide with us for
     microseconds, so retry briefly), but the fd is closed on every failure, and the pid
     written into the file is informational, so failing to write it (a full disk) is no
     failure: a leaked fd holding this lock would make our own next attempt see "another".

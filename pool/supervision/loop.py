@@ -8,10 +8,10 @@ Data flow::
     signals / commands --wake pipe--> supervisor loop
     supervisor --atomic replace--> runtime.json ; --lines--> supervisor.log
 
-The parts, each made here with what it needs (pool/run.py's Run: never None):
-the slots' lives (pool/worker_lives.py), planned replacements (pool/replacements.py),
-the workers' process trees (pool/containment.py), the pool's own files
-(pool/own_state.py). This module owns the loop, its commands and the stop.
+The parts, each made here with what it needs (pool/supervision/run.py's Run: never None):
+the slots' lives (pool/supervision/worker_lives.py), planned replacements (pool/supervision/replacements.py),
+the workers' process trees (pool/supervision/containment.py), the pool's own files
+(pool/supervision/own_state.py). This module owns the loop, its commands and the stop.
 
 The loop blocks in exactly one place, a kept ``select.poll`` on the workers' exit
 fds plus the wake pipe, the control socket and the /metrics server, with the next
@@ -32,26 +32,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pool import commands as cmd
-from pool import shutdown
-from pool.containment import TreeKeeper
-from pool.control import ControlServer, address
 from pool.errors import PoolError
-from pool.lock import SupervisorLock
-from pool.metrics_http import MetricsServer
-from pool.own_state import OwnState
-from pool.proctree import set_child_subreaper
-from pool.readiness import Readiness
-from pool.recycle import RssSampler
-from pool.replacements import Replacements
-from pool.run import Run
-from pool.runtime_doc import cleanup_previous, runtime_document
-from pool.sdnotify import SystemdNotifier
-from pool.signals import queued_signals
-from pool.slot import Slot, StopResult, WorkerHooks
-from pool.spawn_guard import Headroom
+from pool.integrations.control import ControlServer, address
+from pool.integrations.metrics_http import MetricsServer
+from pool.integrations.sdnotify import SystemdNotifier
+from pool.integrations.signals import queued_signals
 from pool.spec import MAX_WORKERS, PoolSpec
-from pool.worker_lives import WorkerLives
+from pool.supervision import commands as cmd
+from pool.supervision import shutdown
+from pool.supervision.containment import TreeKeeper
+from pool.supervision.lock import SupervisorLock
+from pool.supervision.own_state import OwnState
+from pool.supervision.proctree import set_child_subreaper
+from pool.supervision.readiness import Readiness
+from pool.supervision.recycle import RssSampler
+from pool.supervision.replacements import Replacements
+from pool.supervision.run import Run
+from pool.supervision.runtime_report import cleanup_previous, runtime_document
+from pool.supervision.slot import Slot, StopResult, WorkerHooks
+from pool.supervision.spawn_guard import Headroom
+from pool.supervision.worker_lives import WorkerLives
 from statusboard.board import Board, segment_path
 from statusboard.layout import MAX_CAPACITY
 from statusboard.liveness import start_ticks
@@ -106,7 +106,7 @@ class Loop:
         self._started_wall = time.time()
         # A loop that owns its process (daemon, foreground: it installs the signal
         # handlers) reaps its workers' orphans; embedded in a bigger program it does not
-        # (the host's own children's orphans are none of ours): pool.containment.
+        # (the host's own children's orphans are none of ours): pool.supervision.containment.
         trees = TreeKeeper(
             kill=kill,
             log=log,
@@ -270,7 +270,7 @@ class Loop:
     # -- commands ---------------------------------------------------------------------
 
     def _on_control(self, request: dict[str, Any]) -> str | None:
-        """A control-socket request (pool.control), answered from the loop thread."""
+        """A control-socket request (pool.integrations.control), answered from the loop thread."""
         op = request.get("op")
         if op == "scale":
             workers = request.get("workers")

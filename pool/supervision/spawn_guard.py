@@ -3,7 +3,7 @@ start made.
 
 A start fails for reasons that are the machine's, not the worker's: EMFILE/ENFILE (file
 descriptors), EAGAIN (the process limit), ENOMEM. The supervisor treats that as a slot
-failure (pool/worker_lives.py ``_spawn_failed``); this module makes sure the failure
+failure (pool/supervision/worker_lives.py ``_spawn_failed``); this module makes sure the failure
 costs nothing:
 
 - ``Headroom`` refuses a start that would leave the supervisor fewer than RESERVE_FDS
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from multiprocess import popen_fork
 
-from pool.worker import WorkerArgs, worker_main
+from pool.supervision.worker import WorkerArgs, worker_main
 from statusboard.liveness import start_ticks
 
 if TYPE_CHECKING:
-    from pool.run import Run
+    from pool.supervision.run import Run
 
 RESERVE_FDS = 16  # kept free for the supervisor itself: flushes, log rollover, control, stop
 # At a start's peak: 2 pipe ends, 2 task-channel ends, 4 popen pipes, pidfd, tree, statm, a /proc read.

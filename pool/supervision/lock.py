@@ -93,7 +93,7 @@ class StartLock:
     Between `start` beginning and the daemon taking supervisor.lock there is no
     supervisor to find, so a `stop` in that window would say "not running" and the pool
     would come up after it. `stop` sees this lock held and waits for the supervisor it
-    announces (pool.stopper). A concurrent `start` waits its turn, then finds the pool
+    announces (pool.ops.stopper). A concurrent `start` waits its turn, then finds the pool
     running. The fd is close-on-exec and not passed to the daemon: the lock ends with
     this `start`, whatever way it ends.
     """

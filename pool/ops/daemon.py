@@ -1,6 +1,6 @@
 """The detached supervisor: launch, readiness, and the daemon's own entry point.
 
-`poolctl start` runs ``python -m pool.daemon`` in a new session (its own process
+`poolctl start` runs ``python -m pool.ops.daemon`` in a new session (its own process
 group, no controlling terminal) with ``subprocess`` rather than forking the CLI:
 the daemon is a clean, single-threaded interpreter without typer or rich loaded,
 so its workers can fork safely and cheaply. The CLI blocks on a readiness pipe
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pool.errors import AlreadyRunning, PoolError
-from pool.runtime_doc import spec_document
-from pool.shutdown import kill_and_confirm
+from pool.integrations.titles import set_title, supervisor_title
 from pool.spec import PoolSpec
-from pool.titles import set_title, supervisor_title
+from pool.supervision.runtime_report import spec_document
+from pool.supervision.shutdown import kill_and_confirm
 from statusboard.liveness import start_ticks
 
 OUTPUT_NAME = "output.log"  # the daemon's and its workers' stdout/stderr
@@ -50,7 +50,7 @@ def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
             [
                 sys.executable,
                 "-m",
-                "pool.daemon",
+                "pool.ops.daemon",
                 json.dumps(spec_document(spec)),
                 str(runtime_dir),
                 str(ready_w),
@@ -139,8 +139,8 @@ def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Daemon entry: ``python -m pool.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
-    from pool.supervisor import Supervisor
+    """Daemon entry: ``python -m pool.ops.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
+    from pool.supervision.supervisor import Supervisor
 
     spec_json, runtime_dir, ready = argv
     ready_fd = int(ready)

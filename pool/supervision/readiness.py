@@ -1,4 +1,4 @@
-"""The readiness pipe of a detached supervisor (pool.daemon reads the other end).
+"""The readiness pipe of a detached supervisor (pool.ops.daemon reads the other end).
 
 Lines: any number of "note: ..." (what the waiting `poolctl start` prints, e.g. what
 was cleaned up after a dead supervisor), then one verdict, "ready" or

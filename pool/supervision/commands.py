@@ -74,7 +74,7 @@ SIGNAL_COMMANDS: dict[str, tuple[Command, str]] = {
 
 class Inbox:
     """The loop's mailbox: commands from any thread, signals from the handlers
-    (pool.signals), and the wake pipe that tells the loop to look.
+    (pool.integrations.signals), and the wake pipe that tells the loop to look.
 
     ``stop_reason`` is the first reason anyone gave for stopping: what a waiting
     `poolctl start` and runtime.json report.

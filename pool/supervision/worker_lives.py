@@ -1,8 +1,8 @@
 """The slots' lives, as the supervisor loop drives them: spawn, first beat, hang, exit,
-the decision after it (pool/leaving.py), backoff, and the stop escalation (flag,
-SIGTERM, SIGKILL, confirm), each worker's tree with it (pool/containment.py).
+the decision after it (pool/supervision/leaving.py), backoff, and the stop escalation (flag,
+SIGTERM, SIGKILL, confirm), each worker's tree with it (pool/supervision/containment.py).
 
-WorkerLives owns the slots; it tells the loop (pool/loop.py) what it must know
+WorkerLives owns the slots; it tells the loop (pool/supervision/loop.py) what it must know
 through LifeEvents and two flags (``changed``: flush runtime.json soon;
 ``exits_version``: the set of exit fds to poll changed).
 """
@@ -13,16 +13,16 @@ import os
 import time
 from typing import Protocol
 
-from pool import shutdown, spawn_guard
-from pool.budget import RestartBudget
-from pool.containment import CRASH_GRACE_S
-from pool.leaving import AfterExit, Leaving, after_exit
-from pool.oom import oom_kills, sigkill_cause
-from pool.recycle import age_limit
-from pool.run import Run
-from pool.slot import Slot
-from pool.state import Event, next_state
-from pool.worker import BOOT_ERROR_EXIT, WorkerArgs
+from pool.supervision import shutdown, spawn_guard
+from pool.supervision.budget import RestartBudget
+from pool.supervision.containment import CRASH_GRACE_S
+from pool.supervision.leaving import AfterExit, Leaving, after_exit
+from pool.supervision.oom import oom_kills, sigkill_cause
+from pool.supervision.recycle import age_limit
+from pool.supervision.run import Run
+from pool.supervision.slot import Slot
+from pool.supervision.transitions import Event, next_state
+from pool.supervision.worker import BOOT_ERROR_EXIT, WorkerArgs
 from statusboard.health import describe_exit
 from statusboard.states import WorkerState as S
 
@@ -136,7 +136,7 @@ class WorkerLives:
         self.run.trees.track(slot.index, process.pid)
         slot.ticks = ticks
         slot.started = now
-        slot.oom_kills_at_start = oom_kills()  # to tell an OOM kill from a kill -9 (pool.oom)
+        slot.oom_kills_at_start = oom_kills()  # to tell an OOM kill from a kill -9 (pool.supervision.oom)
         slot.restart_at = None
         slot.born_over_rss = False
         limit = age_limit(self.spec, self.run.rng)

@@ -1,22 +1,22 @@
 """Planned replacements: rolling restart, recycling (max_rss, max_age, the task pool's
 drain) and task-timeout kills. None counts as a crash, and at most one runs at a
 time, never leaving fewer than N-1 workers serving. A part of the supervisor loop
-(pool/loop.py) working on the slots of WorkerLives (pool/worker_lives.py); the
-policy pieces are pool/recycle.py.
+(pool/supervision/loop.py) working on the slots of WorkerLives (pool/supervision/worker_lives.py); the
+policy pieces are pool/supervision/recycle.py.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from pool import commands as cmd
-from pool import shutdown
-from pool.leaving import Leaving
-from pool.recycle import may_start, over_rss
-from pool.run import Run
-from pool.slot import Slot
 from pool.spec import format_size
-from pool.worker_lives import WorkerLives
+from pool.supervision import commands as cmd
+from pool.supervision import shutdown
+from pool.supervision.leaving import Leaving
+from pool.supervision.recycle import may_start, over_rss
+from pool.supervision.run import Run
+from pool.supervision.slot import Slot
+from pool.supervision.worker_lives import WorkerLives
 from statusboard.states import WorkerState as S
 
 AGE_LIMIT = "max_age"  # a queued recycle for age: its log line is worded when it starts

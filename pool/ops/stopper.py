@@ -15,7 +15,7 @@ the one signalled, never a pid read from runtime.json alone.
    group (it is a session leader), and every collected worker.
 4. The holder is now proven dead, so take supervisor.lock (without recording
    ourselves in it) and clean up after it: whatever of the pool is left
-   (pool.remnants: workers, their descendants and process groups), its board, and a
+   (pool.ops.remnants: workers, their descendants and process groups), its board, and a
    final runtime.json that says ``stopped``, or ``stop_failed`` naming what survived.
 5. Verify every collected pid: success only when none is alive.
 """
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from pool.errors import AlreadyRunning
-from pool.lock import START_LOCK_NAME, SupervisorLock
-from pool.logfile import append_to_log
-from pool.runtime_doc import clean_predecessor
-from pool.shutdown import CONFIRM_S, kill_and_confirm, send, wait_gone
+from pool.integrations.logfile import append_to_log
+from pool.supervision.lock import START_LOCK_NAME, SupervisorLock
+from pool.supervision.runtime_report import clean_predecessor
+from pool.supervision.shutdown import CONFIRM_S, kill_and_confirm, send, wait_gone
 from statusboard import runtime_file
 from statusboard.board import Board, segment_owner, shm_dir
 from statusboard.errors import BoardError, RuntimeFileError, RuntimeFileMissing, RuntimeFileUnsafe
@@ -78,7 +78,7 @@ def stop_pool(runtime_dir: Path, *, timeout: float) -> StopOutcome:
 
 def _await_holder(lock_path: Path, timeout: float) -> Identity | None:
     """The verified lock holder, or None when the lock is free and no `start` is launching
-    a supervisor (start.lock, pool.lock.StartLock): a supervisor on its way is waited for.
+    a supervisor (start.lock, pool.supervision.lock.StartLock): a supervisor on its way is waited for.
     A holder that does not name itself within ``timeout`` is refused (raises _Refused): it
     is not signalled; so is a start still launching at ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -306,7 +306,7 @@ def _board_workers(holder: Identity) -> list[Identity]:
 
 
 def _as_document(holder: Identity, workers: list[Identity], own: dict[str, Any] | None) -> dict[str, Any]:
-    """The stopped supervisor as pool.remnants reads it: its own last flush, plus the
+    """The stopped supervisor as pool.ops.remnants reads it: its own last flush, plus the
     workers its board showed (a flush may be older than the last spawn)."""
     document: dict[str, Any] = dict(own) if own is not None else {}
     document["supervisor"] = {"pid": holder[0], "start_ticks": holder[1]}

@@ -3,7 +3,7 @@
 Commands that act on a pool (stop, scale, restart) act on the verified lock holder
 (pid + start ticks) or refuse; a pid read from runtime.json alone is never
 signalled; a symlinked runtime.json is refused; `stop` while a pool boots stops
-it. And the finder of what a dead supervisor left (pool.ops.remnants): it returns only
+it. And the finder of what a dead supervisor left (pool.supervision.remnants): it returns only
 processes provably that pool's, and `start` and `stop` kill them.
 """
 
@@ -273,7 +273,7 @@ def _kill_all(procs: dict[str, tuple[int, int]]) -> None:
 def test_remnants_are_the_workers_their_descendants_and_group_and_nothing_else(
     spawn: Any, read_line: Callable[..., str]
 ) -> None:
-    from pool.ops.remnants import remnants
+    from pool.supervision.remnants import remnants
 
     bystander = spawn(["sleep", "300"])
     document, procs = _old_pool(spawn, read_line)

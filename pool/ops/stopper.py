@@ -15,7 +15,7 @@ the one signalled, never a pid read from runtime.json alone.
    group (it is a session leader), and every collected worker.
 4. The holder is now proven dead, so take supervisor.lock (without recording
    ourselves in it) and clean up after it: whatever of the pool is left
-   (pool.ops.remnants: workers, their descendants and process groups), its board, and a
+   (pool.supervision.remnants: workers, their descendants and process groups), its board, and a
    final runtime.json that says ``stopped``, or ``stop_failed`` naming what survived.
 5. Verify every collected pid: success only when none is alive.
 """
@@ -306,7 +306,7 @@ def _board_workers(holder: Identity) -> list[Identity]:
 
 
 def _as_document(holder: Identity, workers: list[Identity], own: dict[str, Any] | None) -> dict[str, Any]:
-    """The stopped supervisor as pool.ops.remnants reads it: its own last flush, plus the
+    """The stopped supervisor as pool.supervision.remnants reads it: its own last flush, plus the
     workers its board showed (a flush may be older than the last spawn)."""
     document: dict[str, Any] = dict(own) if own is not None else {}
     document["supervisor"] = {"pid": holder[0], "start_ticks": holder[1]}

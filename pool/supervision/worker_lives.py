@@ -118,6 +118,7 @@ class WorkerLives:
                     target=self.spec.target,
                     cwd=self.spec.cwd,
                     board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
+                    board_name=str(board.path),
                     supervisor_pid=os.getpid(),
                     supervisor_ticks=self.run.ticks,
                     conn=None,  # start_worker makes the pipe

@@ -37,7 +37,7 @@ from pool.integrations.control import ControlServer, address
 from pool.integrations.metrics_http import MetricsServer
 from pool.integrations.sdnotify import SystemdNotifier
 from pool.integrations.signals import queued_signals
-from pool.spec import MAX_WORKERS, PoolSpec
+from pool.spec import MAX_WORKERS, PoolSpec, workers_error
 from pool.supervision import commands as cmd
 from pool.supervision import shutdown
 from pool.supervision.containment import TreeKeeper
@@ -274,9 +274,9 @@ class Loop:
         op = request.get("op")
         if op == "scale":
             workers = request.get("workers")
-            if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
-                return f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}"
-            self._inbox.put(cmd.Scale(workers))
+            if (error := workers_error(workers)) is not None:
+                return error
+            self._inbox.put(cmd.Scale(int(workers)))  # type: ignore[arg-type]
         elif op == "rolling":
             self._inbox.put(cmd.Roll())
         elif op == "stop":

@@ -27,7 +27,7 @@ import multiprocess
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.integrations.logfile import close_log, open_log
 from pool.integrations.sdnotify import SystemdNotifier
-from pool.spec import MAX_WORKERS, PoolSpec
+from pool.spec import MAX_WORKERS, PoolSpec, workers_error
 from pool.supervision import commands as cmd
 from pool.supervision.lock import SupervisorLock
 from pool.supervision.loop import Loop
@@ -108,8 +108,8 @@ class Supervisor:
         self._inbox.put(cmd.Stop(reason))
 
     def scale(self, workers: int) -> None:
-        if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-            raise SpecError(f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}")
+        if (error := workers_error(workers)) is not None:
+            raise SpecError(error)
         self._inbox.put(cmd.Scale(workers))
 
     def rolling_restart(self) -> None:

@@ -273,9 +273,7 @@ def scale(
     ctx: typer.Context,
     workers: Annotated[
         int,
-        typer.Argument(
-            min=1, max=MAX_WORKERS, metavar="N", help=f"New number of workers (1..{MAX_WORKERS})."
-        ),
+        typer.Argument(min=1, max=MAX_WORKERS, help=f"New number of workers (1..{MAX_WORKERS})."),
     ],
     wait: Annotated[
         float, typer.Option(callback=params.positive, help="Seconds to wait until reached.")

@@ -9,6 +9,10 @@ beaten, or ``failed: <reason>`` (lock held, boot error, ...), and the pipe's EOF
 without either means the daemon died, in which case its output file says why.
 A launch that fails or times out leaves nothing running: the CLI stops the
 daemon's whole process group and verifies every pid is gone.
+
+The daemon's stdout/stderr, which its workers inherit, go to output.log in the
+runtime directory through a logger process that rotates it by size
+(pool.output_log); the daemon waits for that logger to finish before it exits.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pool import output_log
 from pool.errors import AlreadyRunning, PoolError
 from pool.runtime_doc import spec_document
 from pool.shutdown import kill_and_confirm
 from pool.spec import PoolSpec
 from pool.titles import set_title, supervisor_title
-from statusboard.liveness import start_ticks
+from statusboard.liveness import LOCK_NAME, lock_holder_present, start_ticks
 
-OUTPUT_NAME = "output.log"  # the daemon's and its workers' stdout/stderr
+OUTPUT_NAME = output_log.OUTPUT_NAME  # the daemon's and its workers' stdout/stderr
 
 
 @dataclass
@@ -123,7 +128,9 @@ def _abort(process: subprocess.Popen[bytes], grace: float) -> None:
 
 def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
     try:
-        text = (runtime_dir / OUTPUT_NAME).read_text(errors="replace")
+        with open(runtime_dir / OUTPUT_NAME, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))  # the end of a file of up to 10 MB
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
@@ -142,14 +149,28 @@ def main(argv: list[str]) -> int:
         os.write(ready_fd, f"failed: {exc}\n".encode())
         return 1
     set_title(supervisor_title(spec.name))
+    # Before any worker exists, so they all inherit the logger's pipe. Not while another
+    # supervisor holds the lock (run() refuses then): two loggers would rotate one file.
+    logger = None
+    if not lock_holder_present(supervisor.runtime_dir / LOCK_NAME):
+        logger = output_log.start(supervisor.runtime_dir, spec.name)
     try:
         result = supervisor.run(install_signals=True)
     except AlreadyRunning as exc:
         supervisor.report_failure(str(exc))
         return 1
-    except Exception as exc:
+    except BaseException as exc:
         supervisor.report_failure(f"supervisor error: {type(exc).__name__}: {exc}")
-        raise
+        # Printed here, not by the interpreter at exit: the logger must still be there to write it.
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    finally:
+        if logger is not None:
+            left = logger.finish()
+            if left:  # should never be: finish() kills its group; say so where a user looks
+                sys.stderr.write(f"poolctl: output logger pid(s) {left} survived SIGKILL\n")
     return 0 if result.ok else 1
 
 

@@ -1,0 +1,548 @@
+"""output.log: a detached pool's stdout/stderr (its workers' output), rotated by size.
+
+Rotated like supervisor.log: at most ``max_bytes`` per file, ``output.log.1`` (newest)
+to ``output.log.N`` kept, renamed into place, so the whole stays within
+max_bytes x (backups + 1) however fast the workers print.
+
+Why a pipe and a process of its own (a design note; issue 14 item 7). Workers write to
+the fds they inherit, never through our code, so a rotating handler in the supervisor
+never sees their writes. The options weighed:
+
+- copytruncate by the supervisor at flush time: cheap, but the bound only holds per
+  flush interval (a worker printing hundreds of MB a second outgrows any limit in one),
+  every rotation copies the file, and what is written between the copy and the truncate
+  is lost;
+- the pipe read in the supervisor's own poll loop: a wake per chunk of output in the loop
+  whose idle CPU we measure, and a slow disk would stall supervision; a reader *thread*
+  would make the daemon multi-threaded, and it forks its workers;
+- the pipe read by a small process of its own (chosen; s6-log's design): it sees every
+  byte, so each file holds at most max_bytes and lines are kept whole where they fit, and
+  the supervisor loop is untouched. It costs one interpreter (~10 MB) per detached pool.
+
+The daemon (pool.daemon, via ``start``) makes the pipe, starts ``python -m
+pool.output_log`` with the read end as its stdin, and puts the write end on its own fds 1
+and 2, which its workers inherit. The logger is two processes, in the daemon's process
+group (so a kill of the pool's group, `stop`'s last resort, takes them too):
+
+- the keeper holds the read end and only waits: when the copier dies (SIGKILL, a bug) it
+  starts another. The pipe never loses its last reader meanwhile, which matters: with no
+  reader every worker's print would fail with EPIPE, a crash loop down to ``failed``;
+- the copier reads the pipe and appends to output.log, rotating. If the keeper dies, the
+  copier hears it (parent-death signal) and becomes the keeper, starting a new copier.
+
+It ends at EOF, once the pipe's last writer is gone (the pool stopped), having written
+everything; or, once the supervisor is dead, after draining what the pipe holds (a stray
+descendant holding the pipe does not keep it alive). SIGTERM, SIGINT and SIGHUP are
+ignored: they are commands for the supervisor, and the logger must outlive the
+supervisor's stop to write its last words. SIGUSR1 asks it to drain and end now. The
+daemon waits for it before exiting (``OutputLogger.finish``), so a stop that verified the
+supervisor gone has the logger gone too; SIGKILL by pid is the last resort. Idle, neither
+process wakes: the keeper hears of the daemon's death by parent-death signal (a promoted
+keeper, whose parent is not the daemon, checks every CHECK_S instead).
+
+A write that fails (disk full, the runtime directory removed, output.log replaced by a
+directory) never blocks or kills a writer: the copier keeps draining the pipe, drops what
+it cannot write, retries, and says how much was lost in the file when it can write again.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+from statusboard.liveness import is_alive, start_ticks
+
+TYPE_CHECKING = False  # the logger process itself never needs subprocess
+if TYPE_CHECKING:
+    import subprocess
+
+OUTPUT_NAME = "output.log"
+DEFAULT_MAX_BYTES = 10 << 20
+DEFAULT_BACKUPS = 3
+TITLE_PREFIX = "poolctl: output "  # + "[POOL]": what `ps` shows for the keeper and the copier
+PIPE_BYTES = 1 << 20  # pipe capacity asked for: a burst waits there, not in a blocked print
+READ_BYTES = 256 << 10
+CARRY_S = 0.2  # copier: a partial line (no newline yet) is held back at most this long
+CARRY_MAX = 64 << 10  # ... and only while shorter than this
+DRAIN_S = 0.5  # asked to end, or the supervisor died: drain at most this long
+CHECK_S = 1.0  # keeper: how often it checks that the supervisor lives
+REOPEN_S = 1.0  # copier: retry a failed open, and check output.log is still its file, this often
+RESPAWN_S = 0.5  # a copier that died younger than this is replaced only after this pause
+FINISH_S = 1.0  # daemon: wait this long for the logger to write the rest and end
+CONFIRM_S = 2.0  # daemon: after SIGKILL to the logger's group, wait this long to see it gone
+_PROMOTE = -1  # copier -> keeper: its keeper died
+_FINISHED = 3  # copier exit code: ended on request (0 is EOF: everything written)
+_PR_SET_PDEATHSIG = 1
+
+
+# -- the daemon's side ------------------------------------------------------------------------
+
+
+class OutputLogger:
+    """The daemon's handle on its logger process (the keeper, a child of the daemon)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], path: Path, pool: str) -> None:
+        self.process = process
+        self.path = path
+        self.pool = pool
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def finish(self) -> list[int]:
+        """The pool has stopped: let the logger write what is left and end, then verify that
+        nothing of it lives (its group SIGKILLed if it has not ended in time). Returns the
+        pids still alive after that, which should be none. Call once, at the daemon's end."""
+        _stdio_to(self.path)  # our own fds were writers too: the copier gets EOF once they go
+        code = _wait_exit(self.process, FINISH_S)
+        if code is None:  # a stray holder of the pipe: drain and end now
+            _signal(self.pid, signal.SIGUSR1)
+            code = _wait_exit(self.process, DRAIN_S + CHECK_S)
+        if code == 0:
+            return []  # the keeper reaps its copier before it exits 0
+        # Killed, or not ending: find what is left of it (a copier, a promoted keeper) by title.
+        left = self._remains()
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + CONFIRM_S
+        while left and time.monotonic() < deadline:
+            time.sleep(0.01)
+            left = self._remains()
+        _wait_exit(self.process, 0.1)
+        return left
+
+    def _remains(self) -> list[int]:
+        """Live processes of our process group titled as this pool's logger."""
+        title = f"{TITLE_PREFIX}[{self.pool}]".encode()
+        found = []
+        for pid in _group_members(os.getpgrp()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if cmdline.startswith(title) or b"\0pool.output_log\0" in cmdline:
+                found.append(pid)
+        return found
+
+
+def start(
+    runtime_dir: Path, pool: str, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS
+) -> OutputLogger | None:
+    """In the daemon, before any worker exists: route fds 1 and 2 through a logger process.
+
+    Returns None, with one line on stderr, when it cannot (no processes or fds left): the
+    output then goes on to output.log unrotated, as the daemon's fds already point there.
+    A log is never a reason not to run the pool.
+    """
+    me = os.getpid()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        import fcntl
+
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass  # the default 64 KiB works too, with less slack for a slow disk
+    argv = [
+        sys.executable,
+        "-m",
+        "pool.output_log",
+        str(runtime_dir),
+        pool,
+        str(max_bytes),
+        str(backups),
+        str(me),
+        str(start_ticks(me) or 0),
+    ]
+    import subprocess
+
+    try:
+        # stdout/stderr: the daemon's, i.e. output.log itself, for the logger's own last words.
+        process = subprocess.Popen(argv, stdin=read_end, close_fds=True)
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        sys.stderr.write(f"poolctl: output.log will not be rotated: cannot start its logger: {exc}\n")
+        return None
+    os.close(read_end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    return OutputLogger(process, runtime_dir / OUTPUT_NAME, pool)
+
+
+def _stdio_to(path: Path) -> None:
+    """Point fds 1 and 2 at ``path`` (appending), else at /dev/null: off the pipe."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """Its exit code (negative: a signal), or None if it still runs after ``timeout``."""
+    import subprocess
+
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    except ChildProcessError:  # reaped by someone else: only its group can tell
+        return None if _group_members(process.pid) else -1
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(b")") + 2 :].split()
+        # rest[0] is field 3 (state), rest[2] field 5 (pgrp).
+        if len(rest) > 2 and int(rest[2]) == pgid and rest[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+# -- the logger process -----------------------------------------------------------------------
+
+
+class _Flags:
+    """Set by signal handlers (which only set these and wake the poll); read by the loops."""
+
+    finish = False  # SIGUSR1: drain and end
+    promote = False  # SIGUSR2, the copier's parent-death signal: its keeper died
+
+
+class Sink:
+    """output.log and its backups, written by size: each file holds at most ``max_bytes``.
+
+    A chunk that does not fit is cut after its last newline that does (a line longer than
+    the room left is cut where the room ends), so lines stay whole across files wherever
+    they can. Failures are counted, never raised.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise ValueError(f"max_bytes must be >= 1 and backups >= 0, got {max_bytes}, {backups}")
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.fd = -1
+        self.inode = -1
+        self.size = 0
+        self.dropped = 0  # bytes lost since the last successful write
+        self.error = ""
+        self._retry_at = 0.0
+        self._checked_at = 0.0
+        self._left = 0
+
+    def write(self, data: bytes, now: float) -> None:
+        """Append ``data``, rotating as needed; on failure count it as dropped."""
+        if self.fd >= 0 and now >= self._checked_at + REOPEN_S:
+            self._check_path(now)
+        if self.fd < 0 and not self._open(now):
+            self.dropped += len(data)
+            return
+        if self.dropped:
+            lost, self.dropped = self.dropped, 0
+            if not self._try(f"[poolctl: {lost} bytes of output lost: {self.error}]\n".encode()):
+                self.dropped = lost + len(data)  # the note itself is not output
+                return
+        self._try(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _try(self, data: bytes) -> bool:
+        self._left = len(data)
+        try:
+            self._write_rotating(memoryview(data))
+            return True
+        except OSError as exc:
+            self.dropped += self._left
+            self.error = exc.strerror or str(exc)
+            self.close()  # reopened on a later write, at most every REOPEN_S
+            self._retry_at = time.monotonic() + REOPEN_S
+            return False
+
+    def _write_rotating(self, view: memoryview) -> None:
+        while view:
+            room = self.max_bytes - self.size
+            if len(view) <= room:
+                self._write_all(view)
+                return
+            cut = bytes(view[:room]).rfind(b"\n") + 1
+            if not cut and self.size == 0:
+                cut = room  # a line longer than a whole file: cut where the room ends
+            if cut:
+                self._write_all(view[:cut])
+                view = view[cut:]
+            self._rotate()
+
+    def _write_all(self, view: memoryview) -> None:
+        while view:
+            n = os.write(self.fd, view)
+            self.size += n
+            self._left -= n
+            view = view[n:]
+
+    def _rotate(self) -> None:
+        """output.log -> .1 -> .2 ... (the oldest dropped), as RotatingFileHandler does; only
+        if output.log is still the file we wrote (else someone else rotated or removed it)."""
+        ours = self._is_ours()
+        self.close()
+        if ours and self.backups:
+            for i in range(self.backups - 1, 0, -1):
+                try:
+                    os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+                except FileNotFoundError:
+                    pass
+            os.replace(self.path, f"{self.path}.1")
+        self._open_now(truncate=ours and not self.backups)
+
+    def _is_ours(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == self.inode
+        except FileNotFoundError:
+            return False
+
+    def _check_path(self, now: float) -> None:
+        """output.log removed, replaced, or the runtime directory re-created: write to the new one."""
+        self._checked_at = now
+        if not self._is_ours():
+            self.close()
+            self._retry_at = 0.0
+
+    def _open(self, now: float) -> bool:
+        if now < self._retry_at:
+            return False
+        try:
+            self._open_now(truncate=False)
+            return True
+        except OSError as exc:
+            self.error = exc.strerror or str(exc)
+            self._retry_at = now + REOPEN_S
+            return False
+
+    def _open_now(self, *, truncate: bool) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
+        fd = os.open(self.path, flags, 0o600)
+        st = os.fstat(fd)
+        self.fd, self.inode, self.size = fd, st.st_ino, st.st_size
+        self._checked_at = time.monotonic()
+
+
+def _install_signals() -> int:
+    """Handlers that only set a flag, and a fresh wake pipe (one per process: a forked copier
+    must not drain its keeper's wakes). Returns the wake pipe's read end."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(signum, signal.SIG_IGN)  # the supervisor's commands, not ours
+
+    def finish(signum: int, frame: object) -> None:
+        _Flags.finish = True
+
+    def promote(signum: int, frame: object) -> None:
+        _Flags.promote = True
+
+    signal.signal(signal.SIGUSR1, finish)
+    signal.signal(signal.SIGUSR2, promote)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    if old >= 0:
+        os.close(old)
+    return wake_r
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG): ``signum`` when our parent dies. Best effort (Linux only):
+    whether it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return int(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class _Config:
+    def __init__(self, sink: Sink, supervisor: tuple[int, int], death_signal: bool) -> None:
+        self.sink = sink
+        self.supervisor = supervisor  # (pid, start ticks)
+        self.death_signal = death_signal  # the first keeper hears of the supervisor's death by signal
+
+
+def run(config: _Config, wake: int) -> int:
+    """The keeper's loop: start a copier, wait for it, replace it when it dies. Returns the
+    process's exit code. A promoted copier continues in this loop as the keeper."""
+    while True:
+        born = time.monotonic()
+        keeper = os.getpid()
+        copier = os.fork()
+        if copier == 0:
+            os.close(wake)
+            _Flags.promote = False
+            wake = _install_signals()
+            code = _copier(config, keeper, wake)
+            if code != _PROMOTE:
+                os._exit(code)
+            _Flags.promote = False
+            _parent_death_signal(0)  # a keeper now: its new parent (init) means nothing
+            continue
+        outcome = _keeper(config, copier, born, wake)
+        if outcome is not None:
+            return outcome
+
+
+def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
+    """Wait for the copier. Returns an exit code to end with, or None to start a new copier."""
+    pidfd = os.pidfd_open(copier)
+    asked = False
+    kill_at: float | None = None
+    # The supervisor's own child has its parent-death signal: no need to wake and look.
+    signalled = config.death_signal and os.getppid() == config.supervisor[0]
+    try:
+        while True:
+            if kill_at is not None:
+                timeout: float | None = max(0.0, kill_at - time.monotonic())
+            else:
+                timeout = None if signalled else CHECK_S
+            ready, _, _ = select.select([pidfd, wake], [], [], timeout)
+            _drain(wake)
+            if pidfd in ready:
+                _, status = os.waitpid(copier, 0)
+                code = os.waitstatus_to_exitcode(status)
+                if code == 0 or asked:
+                    return 0  # EOF, everything written; or it ended because we asked
+                if time.monotonic() - born < RESPAWN_S:
+                    time.sleep(RESPAWN_S)  # a copier that dies at once must not become a fork loop
+                return None
+            if not asked and (_Flags.finish or not is_alive(*config.supervisor)):
+                _signal(copier, signal.SIGUSR1)
+                asked = True
+                kill_at = time.monotonic() + DRAIN_S + CHECK_S
+            elif kill_at is not None and time.monotonic() >= kill_at:
+                _signal(copier, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+
+
+def _copier(config: _Config, keeper: int, wake: int) -> int:
+    """Copy the pipe (fd 0) to the sink until EOF (0), a request to end (_FINISHED), or the
+    keeper's death (_PROMOTE: this process becomes the keeper)."""
+    _parent_death_signal(signal.SIGUSR2)
+    sink = config.sink
+    lines = _Lines(sink)
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    poller.register(wake, select.POLLIN)
+    drain_until: float | None = None
+    try:
+        while True:
+            if _Flags.promote or os.getppid() != keeper:
+                return _PROMOTE
+            if _Flags.finish and drain_until is None:
+                drain_until = time.monotonic() + DRAIN_S
+            if drain_until is None:
+                # Blocks until output, EOF or a signal; a held-back partial line waits CARRY_S at most.
+                events = poller.poll(int(CARRY_S * 1000) if lines.carry else None)
+                if not events:
+                    lines.flush()
+            else:
+                events = poller.poll(0)
+                if time.monotonic() >= drain_until or not any(fd == 0 for fd, _ in events):
+                    return _FINISHED  # drained what was there, or out of time
+            if any(fd == wake for fd, _ in events):
+                _drain(wake)
+            if any(fd == 0 for fd, _ in events):
+                data = os.read(0, READ_BYTES)
+                if not data:
+                    return 0
+                lines.write(data)
+    finally:
+        lines.flush()
+        sink.close()
+
+
+class _Lines:
+    """Hands the sink whole lines where it can, so a rotation never splits one: the partial
+    line at the end of a read (pipes split writes anywhere, and Python's stdout to a pipe is
+    block-buffered) is held back until its newline comes, CARRY_S passes without more output
+    (a prompt or a progress bar still shows), or it outgrows CARRY_MAX."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.carry = b""
+
+    def write(self, data: bytes) -> None:
+        if self.carry:
+            data, self.carry = self.carry + data, b""
+        end = data.rfind(b"\n") + 1
+        if len(data) - end > CARRY_MAX:
+            end = len(data)
+        if end:
+            self.sink.write(data[:end] if end < len(data) else data, time.monotonic())
+        self.carry = data[end:]
+
+    def flush(self) -> None:
+        if self.carry:
+            data, self.carry = self.carry, b""
+            self.sink.write(data, time.monotonic())
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pool.output_log RUNTIME_DIR POOL MAX_BYTES BACKUPS SUPERVISOR_PID TICKS``,
+    the pipe on stdin."""
+    from pool.titles import set_title
+
+    directory, pool, max_bytes, backups, pid, ticks = argv
+    set_title(f"{TITLE_PREFIX}[{pool}]")
+    wake = _install_signals()  # before the parent-death signal can arrive
+    # The daemon's death: drain and end. Not its child (any more: it died before the signal
+    # was set)? Then the keeper looks every CHECK_S instead.
+    signalled = _parent_death_signal(signal.SIGUSR1) and os.getppid() == int(pid)
+    sink = Sink(Path(directory) / OUTPUT_NAME, int(max_bytes), int(backups))
+    return run(_Config(sink, (int(pid), int(ticks)), signalled), wake)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

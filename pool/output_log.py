@@ -56,10 +56,6 @@ from pathlib import Path
 
 from statusboard.liveness import is_alive, start_ticks
 
-TYPE_CHECKING = False  # the logger process itself never needs subprocess
-if TYPE_CHECKING:
-    import subprocess
-
 OUTPUT_NAME = "output.log"
 DEFAULT_MAX_BYTES = 10 << 20
 DEFAULT_BACKUPS = 3
@@ -83,26 +79,23 @@ _PR_SET_PDEATHSIG = 1
 
 
 class OutputLogger:
-    """The daemon's handle on its logger process (the keeper, a child of the daemon)."""
+    """The daemon's handle on its logger (the keeper, a child of the daemon)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], path: Path, pool: str) -> None:
-        self.process = process
+    def __init__(self, pid: int, path: Path, pool: str) -> None:
+        self.pid = pid
         self.path = path
         self.pool = pool
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        self._code: int | None = None
 
     def finish(self) -> list[int]:
         """The pool has stopped: let the logger write what is left and end, then verify that
-        nothing of it lives (its group SIGKILLed if it has not ended in time). Returns the
-        pids still alive after that, which should be none. Call once, at the daemon's end."""
+        nothing of it lives (SIGKILL by pid for what has not ended in time). Returns the pids
+        still alive after that, which should be none. Call once, at the daemon's end."""
         _stdio_to(self.path)  # our own fds were writers too: the copier gets EOF once they go
-        code = _wait_exit(self.process, FINISH_S)
+        code = self._wait(FINISH_S)
         if code is None:  # a stray holder of the pipe: drain and end now
             _signal(self.pid, signal.SIGUSR1)
-            code = _wait_exit(self.process, DRAIN_S + CHECK_S)
+            code = self._wait(DRAIN_S + CHECK_S)
         if code == 0:
             return []  # the keeper reaps its copier before it exits 0
         # Killed, or not ending: find what is left of it (a copier, a promoted keeper) by title.
@@ -113,8 +106,31 @@ class OutputLogger:
         while left and time.monotonic() < deadline:
             time.sleep(0.01)
             left = self._remains()
-        _wait_exit(self.process, 0.1)
+        self._wait(0.1)
         return left
+
+    def _wait(self, timeout: float) -> int | None:
+        """The keeper's exit code (negative: a signal), or None while it runs (pidfd: woken at
+        its exit, not by polling)."""
+        if self._code is not None:
+            return self._code
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            pidfd = -1  # already reaped by someone else: only its title can tell
+        try:
+            if pidfd >= 0:
+                select.select([pidfd], [], [], timeout)
+            found, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None if self._remains() else -1
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        if found == 0:
+            return None
+        self._code = os.waitstatus_to_exitcode(status)
+        return self._code
 
     def _remains(self) -> list[int]:
         """Live processes of our process group titled as this pool's logger."""
@@ -136,46 +152,60 @@ def start(
 ) -> OutputLogger | None:
     """In the daemon, before any worker exists: route fds 1 and 2 through a logger process.
 
-    Returns None, with one line on stderr, when it cannot (no processes or fds left): the
-    output then goes on to output.log unrotated, as the daemon's fds already point there.
-    A log is never a reason not to run the pool.
+    The logger is forked from the daemon, not exec'd: a new interpreter importing this
+    module costs ~100 ms of CPU while the pool starts, a fork ~1 ms (its pages are the
+    daemon's, shared until written; `ps` shows them in its RSS). The daemon is single-
+    threaded here, so the fork is safe. Returns None, with one line on stderr, when it
+    cannot (no processes or fds left): the output then goes on to output.log unrotated,
+    as the daemon's fds already point there. A log is never a reason not to run the pool.
     """
-    me = os.getpid()
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    supervisor = (os.getpid(), start_ticks(os.getpid()) or 0)
+    try:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:
+        sys.stderr.write(f"poolctl: output.log will not be rotated: no pipe for its logger: {exc}\n")
+        return None
     try:
         import fcntl
 
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except (OSError, AttributeError):
         pass  # the default 64 KiB works too, with less slack for a slow disk
-    argv = [
-        sys.executable,
-        "-m",
-        "pool.output_log",
-        str(runtime_dir),
-        pool,
-        str(max_bytes),
-        str(backups),
-        str(me),
-        str(start_ticks(me) or 0),
-    ]
-    import subprocess
-
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else the child would write our buffered text again
     try:
-        # stdout/stderr: the daemon's, i.e. output.log itself, for the logger's own last words.
-        process = subprocess.Popen(argv, stdin=read_end, close_fds=True)
+        pid = os.fork()
     except OSError as exc:
         os.close(read_end)
         os.close(write_end)
         sys.stderr.write(f"poolctl: output.log will not be rotated: cannot start its logger: {exc}\n")
         return None
+    if pid == 0:  # the logger: fds 0 = the pipe, 1 and 2 = output.log itself (its own last words)
+        code = 70
+        try:
+            os.dup2(read_end, 0)
+            _close_fds_above(2)  # the readiness pipe above all: the CLI waits for its EOF
+            code = _logger_main(runtime_dir, pool, max_bytes, backups, supervisor)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
     os.close(read_end)
-    sys.stdout.flush()
-    sys.stderr.flush()
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
     os.close(write_end)
-    return OutputLogger(process, runtime_dir / OUTPUT_NAME, pool)
+    return OutputLogger(pid, runtime_dir / OUTPUT_NAME, pool)
+
+
+def _close_fds_above(lowest: int) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > lowest:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # the listing's own fd, gone already
 
 
 def _stdio_to(path: Path) -> None:
@@ -192,18 +222,6 @@ def _stdio_to(path: Path) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-
-
-def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """Its exit code (negative: a signal), or None if it still runs after ``timeout``."""
-    import subprocess
-
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-    except ChildProcessError:  # reaped by someone else: only its group can tell
-        return None if _group_members(process.pid) else -1
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -529,19 +547,29 @@ class _Lines:
             self.sink.write(data, time.monotonic())
 
 
-def main(argv: list[str]) -> int:
-    """``python -m pool.output_log RUNTIME_DIR POOL MAX_BYTES BACKUPS SUPERVISOR_PID TICKS``,
-    the pipe on stdin."""
+def _logger_main(
+    runtime_dir: Path, pool: str, max_bytes: int, backups: int, supervisor: tuple[int, int]
+) -> int:
+    """The logger process, forked from the daemon (or run by ``main``): the first keeper."""
     from pool.titles import set_title
 
-    directory, pool, max_bytes, backups, pid, ticks = argv
     set_title(f"{TITLE_PREFIX}[{pool}]")
     wake = _install_signals()  # before the parent-death signal can arrive
     # The daemon's death: drain and end. Not its child (any more: it died before the signal
     # was set)? Then the keeper looks every CHECK_S instead.
-    signalled = _parent_death_signal(signal.SIGUSR1) and os.getppid() == int(pid)
-    sink = Sink(Path(directory) / OUTPUT_NAME, int(max_bytes), int(backups))
-    return run(_Config(sink, (int(pid), int(ticks)), signalled), wake)
+    signalled = _parent_death_signal(signal.SIGUSR1) and os.getppid() == supervisor[0]
+    sink = Sink(Path(runtime_dir) / OUTPUT_NAME, max_bytes, backups)
+    return run(_Config(sink, supervisor, signalled), wake)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pool.output_log RUNTIME_DIR POOL MAX_BYTES BACKUPS SUPERVISOR_PID TICKS``,
+    the pipe on stdin: the logger as a program of its own (tests drive it so)."""
+    directory, pool, max_bytes, backups, pid, ticks = argv
+    code = _logger_main(Path(directory), pool, int(max_bytes), int(backups), (int(pid), int(ticks)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # a forked copier or promoted keeper must not run this interpreter's exit
 
 
 if __name__ == "__main__":

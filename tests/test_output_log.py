@@ -417,7 +417,7 @@ if mode == "keeper-killed":
 left = logger.finish()
 os.kill(stray, signal.SIGKILL)
 os.waitpid(stray, 0)
-(directory / "result.json").write_text(json.dumps({"left": left, "code": logger.process.returncode}))
+(directory / "result.json").write_text(json.dumps({"left": left, "code": logger._code}))
 """
 
 
@@ -428,5 +428,6 @@ def test_finish_leaves_nothing_of_the_logger(runtime_dir: Path, spawn: Any, mode
     assert daemon.wait(timeout=60) == 0, _read(runtime_dir / OUTPUT_NAME)[-3000:].decode()
     result = json.loads((runtime_dir / "result.json").read_text())
     assert result["left"] == [], result
+    assert result["code"] == (0 if mode == "stray-holder" else -9), result  # drained on request / killed
     assert not logger_processes(pool)
     assert b"hello from the daemon\n" in (runtime_dir / OUTPUT_NAME).read_bytes()

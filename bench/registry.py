@@ -79,6 +79,12 @@ GROUPS: tuple[Group, ...] = (
         "loky, pebble, multiprocess.Pool",
     ),
     Group(
+        "containment",
+        "bench.groups.containment:run",
+        "issue 13: `poolctl stop` of 8 workers with one child each vs without; crash -> replacement "
+        "beating with a child vs without, and the killed worker's child gone",
+    ),
+    Group(
         "scale",
         "bench.groups.scale:run",
         "growth with pool size (4, 64, 256 workers): `poolctl status` (+ --json) wall time, "

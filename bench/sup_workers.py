@@ -36,3 +36,14 @@ def hang_on_usr1(ctx: Any) -> None:
 def _block_forever(signum: int, frame: FrameType | None) -> None:
     while True:
         time.sleep(3600)
+
+
+def idle_with_child(ctx: Any) -> None:
+    """An idle worker that first starts one helper process (``sleep 1000``), as a worker
+    driving a browser or an inference helper does: the containment group's tree of two."""
+    import subprocess
+
+    subprocess.Popen(
+        ["sleep", "1000"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    idle(ctx)

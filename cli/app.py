@@ -6,9 +6,11 @@ or raise CliError / PoolError / StatusboardError.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -470,52 +472,27 @@ def metrics(
     return ExitCode.OK
 
 
+def _with_start_options(command: Callable[..., int]) -> Callable[..., int]:
+    """Give ``command`` start's argument and every start option but NOT_IN_UNIT, with start's
+    own declarations (types, ranges, callbacks, help, defaults), so the two cannot drift.
+    Typer reads a command's parameters from its signature; they arrive in ``**start_options``."""
+    from cli.systemd_unit import NOT_IN_UNIT
+
+    own = inspect.signature(command, eval_str=True)
+    ctx, *unit_only = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    taken = [
+        p
+        for name, p in inspect.signature(start, eval_str=True).parameters.items()
+        if name != "ctx" and name not in NOT_IN_UNIT
+    ]
+    command.__signature__ = own.replace(parameters=[ctx, *taken, *unit_only])  # type: ignore[attr-defined]
+    return command
+
+
 @app.command("systemd-unit")
+@_with_start_options
 def systemd_unit(
     ctx: typer.Context,
-    target: Annotated[
-        str, typer.Argument(help="Worker target: module:function or path/to/file.py:function.")
-    ],
-    workers: Annotated[
-        int | None, typer.Option("--workers", "-w", min=1, max=1024, help="Number of workers (1..1024).")
-    ] = None,
-    heartbeat_timeout: Annotated[
-        float | None,
-        typer.Option(
-            callback=_positive, help="Seconds without a heartbeat before a worker is replaced (start: 30)."
-        ),
-    ] = None,
-    grace: Annotated[
-        float | None,
-        typer.Option(
-            callback=_positive,
-            help="Seconds a stopping worker gets before SIGKILL (start: 5); TimeoutStopSec is grace + 10.",
-        ),
-    ] = None,
-    restart: Annotated[Policy | None, typer.Option(help="Restart policy (start: permanent).")] = None,
-    max_restarts: Annotated[
-        int | None, typer.Option(min=0, help="Restarts allowed per --restart-window (start: 5).")
-    ] = None,
-    restart_window: Annotated[
-        float | None, typer.Option(callback=_positive, help="Seconds (start: 60).")
-    ] = None,
-    max_rss: Annotated[
-        str | None,
-        typer.Option(metavar="SIZE", callback=_size_text, help="Recycle a worker above this RSS (512M, 2G)."),
-    ] = None,
-    max_age: Annotated[
-        float | None, typer.Option(callback=_positive, help="Recycle a worker after this many seconds.")
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port from the supervisor."),
-    ] = None,
-    metrics_host: Annotated[
-        str | None, typer.Option(help="Address for --metrics-port (start: 127.0.0.1; 0.0.0.0 for all).")
-    ] = None,
-    log_format: Annotated[
-        LogFormat | None, typer.Option(help="supervisor.log (and journal) lines: text or json.")
-    ] = None,
     watchdog_sec: Annotated[
         float,
         typer.Option(
@@ -536,33 +513,26 @@ def systemd_unit(
         list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="Environment= line (repeatable).")
     ] = None,
     wanted_by: Annotated[str, typer.Option(help="[Install] WantedBy=.")] = "multi-user.target",
+    **start_options: Any,
 ) -> int:
     """Print a systemd service unit that runs this pool (Type=notify, watchdog, clean stop).
 
-    ExecStart runs `poolctl --name NAME start TARGET --foreground` with the start options given here. The supervisor reports READY=1 once every worker has beaten, keeps STATUS= current, pings the watchdog, and stops its workers itself on SIGTERM (KillMode=mixed). `systemctl reload` is a rolling restart (SIGHUP).
+    Every `start` option but --foreground (always there) and --wait is accepted here, and
+    those given go into ExecStart: `poolctl --name NAME start TARGET --foreground ...`. The supervisor reports READY=1 once every worker has beaten, keeps STATUS= current, pings the watchdog, and stops its workers itself on SIGTERM (KillMode=mixed); TimeoutStopSec is --grace + 10. `systemctl reload` is a rolling restart (SIGHUP).
 
     Save it as /etc/systemd/system/poolctl-NAME.service, then: systemctl daemon-reload && systemctl enable --now poolctl-NAME
     """
-    from cli.systemd_unit import UnitOptions, poolctl_command, render_unit
+    from cli.systemd_unit import UnitOptions, option_words, poolctl_command, render_unit
 
     g: Globals = ctx.obj
+    target = start_options.pop("target")
     start_args: list[str] = []
-    given: list[tuple[str, object]] = [
-        ("--workers", workers),
-        ("--heartbeat-timeout", heartbeat_timeout),
-        ("--grace", grace),
-        ("--restart", restart.value if restart is not None else None),
-        ("--max-restarts", max_restarts),
-        ("--restart-window", restart_window),
-        ("--max-rss", max_rss),
-        ("--max-age", max_age),
-        ("--metrics-port", metrics_port),
-        ("--metrics-host", metrics_host),
-        ("--log-format", log_format.value if log_format is not None else None),
-    ]
-    for option, value in given:
-        if value is not None:
-            start_args += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        given = source is not None and source.name != "DEFAULT"  # typed (or from the environment)
+        if param.name in start_options and given and param.opts:
+            option = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            start_args += option_words(option, start_options[param.name])
     environment = []
     for item in env or []:
         key, eq, value = item.partition("=")
@@ -577,7 +547,7 @@ def systemd_unit(
             working_directory=os.path.abspath(working_directory or os.getcwd()),
             runtime_dir=os.path.abspath(g.runtime_dir) if g.runtime_dir is not None else None,
             start_args=start_args,
-            grace=grace,
+            grace=start_options["grace"],
             watchdog_sec=watchdog_sec,
             description=description,
             user=user,

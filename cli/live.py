@@ -17,6 +17,8 @@ def _live_report(directory: Path, name: str) -> StatusReport:
     report = probe(directory, name)
     if report.document["source"] != "shm":
         reason = report.document.get("reason") or report.document["state"]
+        if report.document["state"] == "unknown":  # unusable runtime state: not "not running"
+            raise CliError(f"pool {name}: {reason}")
         raise CliError(f"pool {name} is not running ({reason})")
     return report
 
@@ -24,13 +26,26 @@ def _live_report(directory: Path, name: str) -> StatusReport:
 def _control(directory: Path, name: str, payload: dict[str, Any]) -> None:
     from pool.control import request
     from statusboard import runtime_file
+    from statusboard.liveness import LOCK_NAME, lock_holder
 
     _live_report(directory, name)
-    control = runtime_file.read(directory).get("control")
+    document = runtime_file.read(directory)
+    # The pool is its lock holder: the command goes to that process or nowhere.
+    try:
+        _, holder = lock_holder(directory / LOCK_NAME)
+    except OSError as exc:
+        raise CliError(f"pool {name}: {directory / LOCK_NAME}: {exc.strerror or exc}") from None
+    if holder is None or holder[0] != document["supervisor"]["pid"]:
+        who = f"pid {holder[0]}" if holder else "no verified process"
+        raise CliError(
+            f"pool {name}: runtime.json names supervisor pid {document['supervisor']['pid']}, "
+            f"but supervisor.lock is held by {who}; nothing sent"
+        )
+    control = document.get("control")
     if not isinstance(control, str) or not control.startswith("@"):
         raise CliError(f"pool {name}: runtime.json names no control socket")
     try:
-        answer = request("\0" + control[1:], payload)
+        answer = request("\0" + control[1:], payload, peer_pid=holder[0])
     except OSError as exc:
         raise CliError(f"pool {name}: cannot reach the supervisor ({exc.strerror or exc})") from None
     if not answer.get("ok"):
@@ -53,17 +68,38 @@ def _wait_for(directory: Path, name: str, done: Any, wait: float, what: str) -> 
 
 
 def scale_pool(directory: Path, name: str, workers: int, wait: float) -> None:
+    """Ask for ``workers`` and wait until they run. Fails (CliError) as soon as the goal is
+    unreachable, i.e. every wanted slot has settled and some are failed (a worker that cannot
+    start: out of fds or processes, or a crash loop), saying how far it got; or at ``wait``."""
     _control(directory, name, {"op": "scale", "workers": workers})
-
-    def reached(report: StatusReport) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        report = probe(directory, name)
         doc = report.document
-        return (
+        if doc["source"] != "shm":
+            raise CliError(
+                f"pool {name} stopped while waiting for {workers} running workers: {doc.get('reason')}"
+            )
+        wanted = [w for w in doc["workers"] if w["slot"] < workers]
+        running = sum(w["state"] == "running" for w in wanted)
+        failed = sum(w["state"] == "failed" for w in wanted)
+        if (
             report.code == StatusCode.RUNNING
             and doc["workers_desired"] == workers
             and len(doc["workers"]) == workers
-        )
-
-    _wait_for(directory, name, reached, wait, f"{workers} running workers")
+        ):
+            return
+        settled = len(wanted) == workers and running + failed == workers
+        if doc["workers_desired"] == workers and settled and failed:
+            raise CliError(
+                f"pool {name}: {running} of {workers} workers running; {failed} failed and will not be "
+                f"restarted ({doc.get('reason')}); see poolctl logs"
+            )
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"pool {name}: {running} of {workers} workers running after {wait:g}s ({doc.get('reason')})"
+            )
+        time.sleep(POLL_S)
 
 
 def rolling_restart(directory: Path, name: str, document: dict[str, Any], wait: float) -> None:

@@ -19,6 +19,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
+
+# The start options a unit leaves out (by parameter name), and why. systemd-unit takes
+# every other start option, declared once, on start (cli/app.py derives them).
+NOT_IN_UNIT: dict[str, str] = {
+    "foreground": "ExecStart always has it: the supervisor is the service's main process (Type=notify)",
+    "wait": "only a detached start waits for the first beats; under systemd, READY=1 is the readiness",
+}
 
 DEFAULT_WATCHDOG_SEC = 30.0
 DEFAULT_GRACE_S = 5.0  # `poolctl start`'s default
@@ -57,6 +65,20 @@ def poolctl_command(argv0: str | None = None) -> list[str]:
     if found:
         return [os.path.abspath(found)]
     return [os.path.abspath(sys.executable), "-m", "cli"]
+
+
+def option_words(option: str, value: object) -> list[str]:
+    """One start option as the command-line words that `poolctl start` parses back to ``value``."""
+    if isinstance(value, bool):
+        return [option] if value else []
+    if isinstance(value, list | tuple):
+        return [word for item in value for word in option_words(option, item)]
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, float):
+        # 10.0 -> "10" as a person writes it; repr() elsewhere, which round-trips exactly.
+        return [option, str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)]
+    return [option, str(value)]
 
 
 def render_unit(opts: UnitOptions) -> str:

@@ -9,62 +9,14 @@ step time instead of sleeping.
 - Intensity (OTP): more than ``max_restarts`` failures inside ``window`` seconds
   and the slot gives up. Hang kills count like crashes (systemd counts watchdog
   failures the same way); recycling (a planned replacement) does not count.
+
+What follows an exit (restart, replace, retire ...) is decided in pool/leaving.py.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
-
-from pool.spec import RestartPolicy
-
-
-class AfterExit(Enum):
-    """What follows a worker's exit, before the restart budget has its say."""
-
-    BOOT_ERROR = "boot_error"  # its code cannot start: stop the pool, restarting would loop
-    RETIRED = "retired"  # scale-down: empty the slot
-    STOPPED = "stopped"  # the pool is stopping
-    REPLACE = "replace"  # planned (rolling restart, recycle, task timeout): respawn, uncounted
-    DONE = "done"  # the restart policy says no
-    RESTART = "restart"  # a crash: the budget decides the delay, or gives up
-
-
-def after_exit(
-    policy: RestartPolicy,
-    *,
-    code: int,
-    hung: bool,
-    booted: bool,
-    boot_error: bool,
-    retire: bool,
-    stopping: bool,
-    planned: bool,
-) -> AfterExit:
-    """Decide what follows an exit. ``booted``: it had beaten (a planned replacement
-    that dies before its first beat is a crash: respawning it uncounted would loop
-    forever on broken code)."""
-    if boot_error:
-        return AfterExit.BOOT_ERROR
-    if retire:
-        return AfterExit.RETIRED
-    if stopping:
-        return AfterExit.STOPPED
-    if planned and booted:
-        return AfterExit.REPLACE
-    if not should_restart(policy, abnormal=code != 0 or hung):
-        return AfterExit.DONE
-    return AfterExit.RESTART
-
-
-def should_restart(policy: RestartPolicy, *, abnormal: bool) -> bool:
-    """OTP: permanent always, transient only after an abnormal exit, temporary never."""
-    if policy is RestartPolicy.PERMANENT:
-        return True
-    if policy is RestartPolicy.TRANSIENT:
-        return abnormal
-    return False
 
 
 def backoff_delay(consecutive: int, *, base: float, cap: float) -> float:

@@ -80,11 +80,26 @@ def _reply(conn: socket.socket, error: str | None) -> None:
         pass
 
 
-def request(name: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one request to a supervisor; raises OSError when it cannot be reached."""
+def request(
+    name: str, payload: dict[str, Any], timeout: float = 5.0, *, peer_pid: int | None = None
+) -> dict[str, Any]:
+    """Send one request to a supervisor; raises OSError when it cannot be reached.
+
+    ``peer_pid``: the pid that must be serving the socket (the verified lock holder). The
+    kernel says who listens (SO_PEERCRED of a connected client socket is the listener's
+    process), so a socket name read from a wrong runtime.json cannot reach another pool:
+    PermissionError, and nothing is sent.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(name)
+        if peer_pid is not None:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            served_by, _, _ = struct.unpack("3i", creds)
+            if served_by != peer_pid:
+                raise PermissionError(
+                    f"the control socket is served by pid {served_by}, not the lock holder pid {peer_pid}"
+                )
         sock.sendall(json.dumps(payload).encode() + b"\n")
         line = sock.makefile("rb").readline(4096)
     answer = json.loads(line) if line else {"ok": False, "error": "no answer"}

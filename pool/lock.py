@@ -5,6 +5,12 @@ instant the holder dies, whatever the cause. Readers test it with a shared
 non-blocking flock (statusboard.liveness), which can collide with our
 exclusive attempt for a few microseconds, so acquiring retries briefly before it
 concludes that another supervisor holds the lock.
+
+The file's content is the holders' record (statusboard.liveness.parse_lock_record):
+line 1 names the holder (pid + start ticks), line 2 the holder before it. A pool's
+identity is its lock holder, so commands act on the process line 1 names once the
+kernel confirms it holds the lock; line 2 tells a new supervisor which dead
+predecessor's board and processes are provably its to clean up.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 from pathlib import Path
 
 from pool.errors import AlreadyRunning
-from statusboard.liveness import LOCK_NAME
+from statusboard.liveness import LOCK_NAME, parse_lock_record, start_ticks
 
 _RETRY_S = 0.5
 
@@ -25,9 +31,17 @@ class SupervisorLock:
     def __init__(self, runtime_dir: Path) -> None:
         self.path = runtime_dir / LOCK_NAME
         self.fd: int | None = None
+        # What the record said when we took the lock: the last holder that named itself.
+        self.previous: tuple[int, int | None] | None = None
 
-    def acquire(self) -> None:
-        """Take the lock or raise AlreadyRunning naming the holder recorded in the file."""
+    def acquire(self, *, record: bool = True) -> None:
+        """Take the lock or raise AlreadyRunning naming the holder recorded in the file.
+
+        ``record`` names this process as the holder (a supervisor). `stop` takes the lock
+        only to clean up after a dead supervisor and leaves the record alone, so the
+        record keeps naming that supervisor, and another command never takes the stop
+        for a pool to act on.
+        """
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         deadline = time.monotonic() + _RETRY_S
         while True:
@@ -39,16 +53,27 @@ class SupervisorLock:
                     os.close(fd)
                     raise
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+                    named, _ = parse_lock_record(os.pread(fd, 128, 0))
                     os.close(fd)
-                    who = f" by pid {holder[0]}" if holder else ""
+                    who = f" by pid {named[0]}" if named else ""
                     raise AlreadyRunning(
                         f"{self.path} is held{who}: a supervisor is already running"
                     ) from None
                 time.sleep(0.01)
-        # Informational only (readers verify pid + start time from runtime.json and /proc).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        holder, predecessor = parse_lock_record(os.pread(fd, 128, 0))
+        self.previous = holder or predecessor
+        if record:
+            pid = os.getpid()
+            lines = f"{pid} {start_ticks(pid) or 0}\n"
+            if self.previous is not None:
+                lines += (
+                    f"{self.previous[0]} {self.previous[1] if self.previous[1] is not None else ''}".rstrip()
+                )
+                lines += "\n"
+            data = lines.encode()
+            # Write, then cut (not cut, then write): a reader never finds the record empty.
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
         self.fd = fd
 
     def release(self) -> None:

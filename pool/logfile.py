@@ -83,17 +83,41 @@ def open_log(
     logger = logging.getLogger(f"poolctl.supervisor.{os.getpid()}.{next(_ids)}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    path = runtime_dir / LOG_NAME
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.close(fd)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
-    handler.setFormatter(formatter)
-    logger.addHandler(handler)
+    logger.addHandler(_file_handler(runtime_dir, formatter, max_bytes, backups))
     if echo:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         logger.addHandler(stream)
     return logger
+
+
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """supervisor.log. A line that cannot be written (disk full, the directory removed) is
+    lost quietly: the stock handler prints a traceback per record to stderr, which is
+    output.log on the same full disk, or a terminal it would flood."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def _file_handler(runtime_dir: Path, formatter: logging.Formatter, max_bytes: int, backups: int) -> _LogFile:
+    path = runtime_dir / LOG_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    handler = _LogFile(path, maxBytes=max_bytes, backupCount=backups)
+    handler.setFormatter(formatter)
+    return handler
+
+
+def reopen_log(logger: logging.Logger, runtime_dir: Path) -> None:
+    """Point the logger's supervisor.log at a new file in ``runtime_dir`` (the directory was
+    removed and made again: the open file is unlinked, lines written to it are lost)."""
+    for old in [h for h in logger.handlers if isinstance(h, _LogFile)]:
+        assert old.formatter is not None
+        new = _file_handler(runtime_dir, old.formatter, old.maxBytes, old.backupCount)
+        logger.removeHandler(old)
+        old.close()
+        logger.addHandler(new)
 
 
 def close_log(logger: logging.Logger) -> None:

@@ -17,9 +17,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from pool.containment import TreeKeeper
 from pool.metrics_http import MetricsServer
 from pool.recycle import RssSampler
 from pool.slot import Slot, WorkerHooks
+from pool.spawn_guard import Headroom
 from pool.spec import PoolSpec
 from pool.state import Event
 from statusboard.board import Board
@@ -37,6 +39,7 @@ class LoopState:
     _boot_error: str | None
     _hooks: WorkerHooks | None
     _kill: Callable[[int, int], None]
+    _clock: Callable[[], float]
     _mp: Any  # the multiprocess context of the start method in use
     _fork: bool
     _ticks: int
@@ -48,12 +51,12 @@ class LoopState:
     _next_sweep: float
     _beat_due: float
     _rolling: deque[int]
-    _replacements: deque[tuple[int, int, str]]
     _recycles: deque[tuple[int, int, str]]
-    _releases: deque[tuple[int, int]]
     _rss: RssSampler
+    _trees: TreeKeeper
     _next_rss: float
     _rng: random.Random
+    _headroom: Headroom
 
     # Called across parts (defined in the part named).
     def _begin_stop(self, reason: str, now: float) -> None:  # supervisor

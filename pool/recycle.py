@@ -73,7 +73,9 @@ def over_rss(spec: PoolSpec, rss: int) -> str | None:
 class _Serving(Protocol):
     index: int
     state: S
-    replace: bool
+
+    @property
+    def replacing(self) -> bool: ...
 
 
 def may_start(candidate: _Serving, slots: Iterable[_Serving], desired: int) -> bool:
@@ -83,11 +85,11 @@ def may_start(candidate: _Serving, slots: Iterable[_Serving], desired: int) -> b
     being replaced. The candidate must be serving too (a worker still booting, or
     one already on its way out, is not recycled).
     """
-    if candidate.index >= desired or candidate.state is not S.RUNNING or candidate.replace:
+    if candidate.index >= desired or candidate.state is not S.RUNNING or candidate.replacing:
         return False
     others = sum(
         1
         for s in slots
-        if s is not candidate and s.index < desired and s.state is S.RUNNING and not s.replace
+        if s is not candidate and s.index < desired and s.state is S.RUNNING and not s.replacing
     )
     return others >= desired - 1

@@ -6,7 +6,9 @@ time, never leaving fewer than N-1 workers serving. Part of Supervisor
 
 from __future__ import annotations
 
+from pool import commands as cmd
 from pool import shutdown
+from pool.leaving import Leaving
 from pool.loop_state import LoopState
 from pool.recycle import may_start, over_rss
 from pool.slot import Slot
@@ -17,16 +19,19 @@ AGE_LIMIT = "max_age"  # a queued recycle for age: its log line is worded when i
 
 
 class Replacements(LoopState):
-    def _replace_now(self) -> None:
-        while self._replacements:
-            index, generation, reason = self._replacements.popleft()
-            if index >= len(self._slots):
-                continue
-            slot = self._slots[index]
-            if slot.alive and slot.generation == generation and not slot.retire:
-                self.log.warning("worker %d (pid %d) killed: %s; replacing it", index, slot.pid, reason)
-                slot.replace = True
-                shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
+    def _kill_and_replace(self, command: cmd.Kill, now: float) -> None:
+        slot = self._slots[command.slot] if command.slot < len(self._slots) else None
+        if slot is None or not slot.alive or slot.generation != command.generation:
+            return  # that process is gone already
+        if slot.leaving is Leaving.RETIRE:
+            return  # being retired: it goes anyway, and is not replaced
+        self.log.warning("worker %d (pid %d) killed: %s; replacing it", slot.index, slot.pid, command.reason)
+        slot.leaving = Leaving.KILL
+        # Its tree goes with it (a task's subprocess too), and the kill is confirmed like
+        # any stop's last step: a worker that survives SIGKILL is a survivor.
+        slot.escalation = shutdown.begin_kill("kill", now)
+        self._trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
+        shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.KILL])
 
     def _sample_rss(self, now: float) -> None:
         interval = self.spec.rss_interval
@@ -36,28 +41,36 @@ class Replacements(LoopState):
         for slot in self._slots:
             if slot.alive:
                 self._sample_into(slot)
+        if self._trees.changed:  # a new or ended descendant: runtime.json records trees
+            self._trees.changed = False
+            self._dirty = True
 
     def _sample_into(self, slot: Slot) -> int | None:
-        """Sample the worker's RSS; a change goes to the slot and its board row."""
-        rss = self._rss.sample(slot.pid)
-        if rss is not None and rss != slot.rss:
-            slot.rss = rss
+        """Sample the RSS of the worker's tree (it and its descendants: a helper that leaks
+        is the worker's leak); a change goes to the slot and its board row, with the
+        worker's own RSS beside it."""
+        own = self._rss.sample(slot.pid)
+        if own is None:
+            return None
+        tree = own + (self._trees.tree_rss(slot.pid) if self._trees.look(slot.pid) else 0)
+        if tree != slot.rss or own != slot.rss_self:
+            slot.rss, slot.rss_self = tree, own
             assert self.board is not None
-            self.board.set_lifecycle(slot.index, rss_bytes=rss)
-        return rss
+            self.board.set_lifecycle(slot.index, rss_bytes=tree, rss_self_bytes=own)
+        return tree
 
     def _check_limits(self, now: float) -> None:
         """Queue the workers past max_rss or max_age for recycling (once per process)."""
         if self._stopping:
             return
         for slot in self._slots:
-            if slot.state is not S.RUNNING or slot.recycle_queued or slot.replace or slot.retire:
-                continue
+            if slot.state is not S.RUNNING or slot.leaving is not None:
+                continue  # already queued, being replaced or retired
             reason = None if slot.born_over_rss else over_rss(self.spec, slot.rss)
             if reason is None and slot.recycle_at is not None and now >= slot.recycle_at:
                 reason = AGE_LIMIT  # worded when it starts, with the age it then has
             if reason is not None:
-                slot.recycle_queued = True
+                slot.leaving = Leaving.RECYCLE_DUE
                 self._recycles.append((slot.index, slot.generation, reason))
 
     def _check_birth_rss(self, slot: Slot) -> None:
@@ -83,16 +96,20 @@ class Replacements(LoopState):
         while self._recycles and not self._stopping and not self._rolling:
             index, generation, reason = self._recycles[0]
             slot = self._slots[index] if index < len(self._slots) else None
-            if slot is None or not slot.alive or slot.generation != generation or slot.retire:
-                self._recycles.popleft()  # that process is gone already
+            if (
+                slot is None
+                or not slot.alive
+                or slot.generation != generation
+                or slot.leaving not in (None, Leaving.RECYCLE_DUE)
+            ):
+                self._recycles.popleft()  # that process is gone already, or leaves for another reason
                 continue
-            if any(s.replace for s in self._slots) or not may_start(slot, self._slots, self._desired):
+            if any(s.replacing for s in self._slots) or not may_start(slot, self._slots, self._desired):
                 return  # one at a time, and never fewer than N-1 serving
             self._recycles.popleft()
             if reason == AGE_LIMIT:
                 reason = f"max_age {self.spec.max_age:g}s reached (age {now - slot.started:.1f}s)"
-            slot.recycle_queued = True
-            slot.replace = True
+            slot.leaving = Leaving.RECYCLE
             slot.recycled += 1
             assert self.board is not None
             self.board.set_lifecycle(slot.index, recycled=slot.recycled)
@@ -104,19 +121,19 @@ class Replacements(LoopState):
                 slot.recycled,
             )
             if self._hooks is not None and self._hooks.recycle(slot.index, slot.generation, reason):
-                slot.draining = True  # the embedder finishes its work, then release_worker()
+                slot.leaving = Leaving.DRAIN  # the embedder finishes its work, then release_worker()
             else:
                 self._begin_escalation(slot, "recycle", now)
             return
 
-    def _release_drained(self, now: float) -> None:
-        while self._releases:
-            index, generation = self._releases.popleft()
-            slot = self._slots[index] if index < len(self._slots) else None
-            if slot is not None and slot.alive and slot.generation == generation and slot.draining:
-                slot.draining = False
-                if slot.escalation is None:
-                    self._begin_escalation(slot, "recycle", now)
+    def _release_drained(self, command: cmd.Release, now: float) -> None:
+        slot = self._slots[command.slot] if command.slot < len(self._slots) else None
+        if slot is None or not slot.alive or slot.generation != command.generation:
+            return
+        if slot.leaving is Leaving.DRAIN:
+            slot.leaving = Leaving.RECYCLE
+            if slot.escalation is None:
+                self._begin_escalation(slot, "recycle", now)
 
     def _start_rolling(self) -> None:
         if self._rolling:
@@ -130,14 +147,18 @@ class Replacements(LoopState):
     def _advance_rolling(self, now: float) -> None:
         while self._rolling and not self._stopping:
             slot = self._slots[self._rolling[0]] if self._rolling[0] < len(self._slots) else None
-            if slot is not None and slot.replace and not slot.retire:
+            if slot is not None and slot.replacing:
                 return  # being replaced (maybe in backoff after a crash): wait for its first beat
-            if slot is None or slot.retire or slot.state in (S.FAILED, S.EXITED, S.BACKOFF, S.EMPTY):
+            if (
+                slot is None
+                or slot.leaving is Leaving.RETIRE
+                or slot.state in (S.FAILED, S.EXITED, S.BACKOFF, S.EMPTY)
+            ):
                 self._rolling.popleft()
                 continue
             if slot.state is S.RUNNING and slot.escalation is None:
-                if any(s.replace for s in self._slots):
+                if any(s.replacing for s in self._slots):
                     return  # a recycle is under way: one replacement at a time
-                slot.replace = True
+                slot.leaving = Leaving.ROLL
                 self._begin_escalation(slot, "rolling", now)
             return

@@ -52,6 +52,11 @@ def begin(why: str, now: float, grace: float) -> Escalation:
     return Escalation(Stage.FLAG, now, now + min(1.0, grace / 2), grace, why)
 
 
+def begin_kill(why: str, now: float) -> Escalation:
+    """A stop that starts at SIGKILL (a task timeout): only the confirmation is left."""
+    return Escalation(Stage.KILL, now, now + CONFIRM_S, 0.0, why)
+
+
 def advance(esc: Escalation, now: float) -> Stage | None:
     """Move ``esc`` on if its step is due; returns the new stage (send its signal), else None."""
     if now < esc.next_at:

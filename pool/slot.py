@@ -8,6 +8,7 @@ from typing import Any
 
 from pool import shutdown
 from pool.budget import RestartBudget
+from pool.leaving import Leaving
 from statusboard.states import WorkerState as S
 
 __all__ = ["Slot", "StopResult", "WorkerHooks"]
@@ -28,21 +29,25 @@ class Slot:
     restarts: int = 0
     restart_at: float | None = None
     escalation: shutdown.Escalation | None = None
-    retire: bool = False  # scale-down: empty the slot when it exits
-    replace: bool = False  # planned replacement (rolling, recycle, task timeout): respawn at once on exit
-    draining: bool = False  # recycle: waiting for the embedder to finish its work (WorkerHooks.recycle)
-    recycle_queued: bool = False  # this process is in the recycle queue
+    leaving: Leaving | None = None  # the planned change under way (pool/leaving.py); None: serving
     recycle_at: float | None = None  # max_age: when this process is due for recycling
     recycled: int = 0  # planned replacements for a limit (not crashes: restarts counts those)
-    rss: int = 0  # last sampled resident set size, bytes
+    rss: int = 0  # last sampled resident set size of its tree (it and its descendants), bytes
+    rss_self: int = 0  # of the worker process alone
     # Past max_rss at its first beat: a replacement would be too, so never recycled for memory.
     born_over_rss: bool = False
     survivor: bool = False  # did not die after SIGKILL
     last_error: str = ""  # the last exception summary its worker reported
+    oom_kills_at_start: int | None = None  # the machine's OOM-kill count when it started (pool.oom)
 
     @property
     def alive(self) -> bool:
         return self.process is not None and not self.survivor
+
+    @property
+    def replacing(self) -> bool:
+        """Out of service to be replaced (until its successor's first beat)."""
+        return self.leaving is not None and self.leaving.replacing
 
 
 class WorkerHooks:
@@ -56,11 +61,15 @@ class WorkerHooks:
         """An extra Connection end for the new worker (WorkerContext.channel), or None."""
         return None
 
+    def forked(self, slot: int, generation: int, pid: int) -> None:
+        """The process exists; its row does not name it yet (a test holds this window open)."""
+        pass
+
     def started(self, slot: int, generation: int, pid: int) -> None:
         pass
 
     def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
-        """``how``: why it ended, for messages ("signal SIGKILL; perhaps out of memory?")."""
+        """``how``: why it ended, for messages ("signal SIGKILL; killed from outside ...")."""
         pass
 
     def recycle(self, slot: int, generation: int, reason: str) -> bool:

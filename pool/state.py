@@ -20,6 +20,7 @@ class Event(Enum):
     GIVE_UP = "give_up"  # policy: too many restarts, or a boot error
     DONE = "done"  # policy: no restart
     RETIRE = "retire"  # scale-down: the slot is emptied
+    SPAWN_FAILED = "spawn_failed"  # no process could be started (EMFILE, EAGAIN, ENOMEM): like an exit
 
 
 class IllegalTransition(RuntimeError):
@@ -43,6 +44,7 @@ TRANSITIONS: dict[tuple[S, Event], S] = {
     (S.FAILED, Event.STOP): S.FAILED,
     (S.STOPPED, Event.STOP): S.STOPPED,
     **{(s, Event.SPAWN): S.STARTING for s in (S.EXITED, S.BACKOFF, S.STOPPED)},
+    **{(s, Event.SPAWN_FAILED): S.EXITED for s in (S.EMPTY, S.EXITED, S.BACKOFF, S.STOPPED)},
     **{(s, Event.RETIRE): S.EMPTY for s in _DOWN},
 }
 

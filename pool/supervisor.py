@@ -42,23 +42,27 @@ from typing import Any
 
 import multiprocess
 
+from pool import commands as cmd
 from pool import shutdown
+from pool.containment import TreeKeeper
 from pool.control import ControlServer, address
 from pool.errors import PoolError, SpecError, StopFailed
 from pool.lock import SupervisorLock
 from pool.logfile import close_log, open_log
 from pool.metrics_http import MetricsServer
+from pool.own_state import OwnState
+from pool.proctree import command_line, set_child_subreaper
 from pool.recycle import RssSampler
 from pool.replacements import Replacements
 from pool.runtime_doc import cleanup_previous, runtime_document
 from pool.sdnotify import SystemdNotifier
 from pool.signals import queued_signals
 from pool.slot import Slot, StopResult, WorkerHooks
+from pool.spawn_guard import Headroom
 from pool.spec import MAX_WORKERS, PoolSpec
 from pool.state import Event
 from pool.worker_lives import WorkerLives
 from statusboard import runtime_dir as rdir
-from statusboard import runtime_file
 from statusboard.board import Board, segment_path
 from statusboard.layout import MAX_CAPACITY
 from statusboard.liveness import start_ticks
@@ -84,15 +88,6 @@ def _allow_fds(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass  # then EMFILE, reported as any spawn failure would be
-
-
-_SIGNAL_COMMANDS = {
-    "SIGTERM": "stop",
-    "SIGINT": "stop",
-    "SIGHUP": "rolling",
-    "SIGTTIN": "more",
-    "SIGTTOU": "fewer",
-}
 
 
 class Supervisor(WorkerLives, Replacements):
@@ -132,18 +127,18 @@ class Supervisor(WorkerLives, Replacements):
         self._desired = spec.workers
         self._slots: list[Slot] = []
         self._wake_r = self._wake_w = -1  # made by run(): a Supervisor never run holds no fds
+        self._emergency_survivors: list[tuple[int, int]] = []
         self._signals: deque[int] = deque()
-        self._commands: deque[tuple[str, int]] = deque()
+        self._commands: deque[cmd.Command] = deque()
         self._stopping = False
         self._stop_reason = ""
         self._boot_error: str | None = None
         self._rolling: deque[int] = deque()
-        self._replacements: deque[tuple[int, int, str]] = deque()
         self._recycles: deque[tuple[int, int, str]] = deque()  # (slot, generation, reason), one at a time
-        self._releases: deque[tuple[int, int]] = deque()  # recycles the embedder has drained
         self._rss = RssSampler()
         self._next_rss = 0.0
         self._rng = random.Random()
+        self._headroom = Headroom(clock)  # fds kept free for the supervisor itself (pool/spawn_guard.py)
         self._poller: select.poll | None = None
         self._beat_due = 0.0  # when a heartbeat could next be too old (set by _watch_beats)
         self._exit_fds: dict[int, Slot] = {}  # fd readable when that slot's process exits
@@ -161,39 +156,35 @@ class Supervisor(WorkerLives, Replacements):
     # -- commands, safe from any thread ------------------------------------
 
     def request_stop(self, reason: str = "stop requested") -> None:
-        self._command("stop", 0, reason)
+        self._command(cmd.Stop(reason))
 
     def scale(self, workers: int) -> None:
         if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
             raise SpecError(f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}")
-        self._command("scale", workers)
+        self._command(cmd.Scale(workers))
 
     def rolling_restart(self) -> None:
-        self._command("rolling", 0)
+        self._command(cmd.Roll())
 
     def replace_worker(self, slot: int, generation: int, reason: str) -> None:
-        """SIGKILL the worker of ``slot`` if it is still ``generation``, and start a new one.
-
-        A planned replacement (a task timeout): it does not count as a crash.
+        """SIGKILL the worker of ``slot`` (and its tree) if it is still ``generation``, and
+        start a new one. A planned replacement (a task timeout): it does not count as a crash.
         """
-        self._replacements.append((slot, generation, reason))
-        self._command("replace", 0)
+        self._command(cmd.Kill(slot, generation, reason))
 
     def recycle_worker(self, slot: int, generation: int, reason: str) -> None:
         """Replace the worker of ``slot`` (if still ``generation``) gracefully, when its
         turn comes: one recycle at a time, never below N-1 serving, not a crash."""
-        self._recycles.append((slot, generation, reason))
-        self._command("recycle", 0)
+        self._command(cmd.Recycle(slot, generation, reason))
 
     def release_worker(self, slot: int, generation: int) -> None:
         """The embedder finished the work of a worker it was asked to drain: stop it now."""
-        self._releases.append((slot, generation))
-        self._command("release", 0)
+        self._command(cmd.Release(slot, generation))
 
-    def _command(self, name: str, value: int, reason: str = "") -> None:
-        if name == "stop":
-            self._stop_reason = self._stop_reason or reason
-        self._commands.append((name, value))
+    def _command(self, command: cmd.Command) -> None:
+        if isinstance(command, cmd.Stop):  # what a waiting `poolctl start` hears
+            self._stop_reason = self._stop_reason or command.reason
+        self._commands.append(command)
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
@@ -231,7 +222,7 @@ class Supervisor(WorkerLives, Replacements):
         if result.survivors:
             raise StopFailed(
                 f"pool {self.spec.name!r}: processes survived the stop: "
-                f"{', '.join(map(str, result.survivors))}",
+                + ", ".join(f"{pid} ({command_line(pid)})" for pid in result.survivors),
                 result.survivors,
             )
         return result
@@ -310,6 +301,15 @@ class Supervisor(WorkerLives, Replacements):
 
     def _run_locked(self, lock: SupervisorLock, install_signals: bool) -> StopResult:
         self._lock_fd = lock.fd
+        # A loop that owns its process (daemon, foreground: it installs the signal
+        # handlers) reaps its workers' orphans; embedded in a bigger program it does not
+        # (the host's own children's orphans are none of ours): pool.containment.
+        self._trees = TreeKeeper(
+            kill=self._kill,
+            log=self.log,
+            subreaper=install_signals and set_child_subreaper(),
+            exempt=self._not_orphans,
+        )
         cleaned = cleanup_previous(self.runtime_dir, self.spec.name, grace=self.spec.grace)
         for line in cleaned:
             self.log.warning(line)
@@ -325,6 +325,7 @@ class Supervisor(WorkerLives, Replacements):
             workers_desired=self._desired,
         )
         self.board.set_header(pool_state=PoolState.STARTING)
+        self._own = OwnState(self, lock, self.runtime_dir)  # runtime.json, its directory, the board file
         self._control = ControlServer(address(self.spec.name, pid, self._ticks), self._on_control)
         try:
             self.log.info(
@@ -360,11 +361,12 @@ class Supervisor(WorkerLives, Replacements):
     def _loop(self) -> None:
         now = self._clock()
         self._resize(self._desired, now)
-        while not (self._stopping and not any(s.alive for s in self._slots)):
+        while not (self._stopping and not any(s.alive for s in self._slots) and not self._trees.pending):
             timeout = max(0.0, self._next_deadline(now) - self._clock())
             ready = {fd for fd, _ in self._waiter().poll(timeout * 1000)}
             now = self._clock()
             assert self.board is not None
+            self._own.guard_board()  # before this wake's first store: a truncated board is SIGBUS
             self.board.supervisor_beat(time.monotonic_ns())
             if self._wake_r in ready:
                 self._drain_wake()
@@ -380,6 +382,7 @@ class Supervisor(WorkerLives, Replacements):
                 self._watchdog_at = now + self._systemd.watchdog_interval
             self._dispatch(now)
             self._reap(now, ready)
+            self._trees.advance(now)
             self._watch_beats(now)
             self._sample_rss(now)
             self._check_limits(now)
@@ -422,17 +425,31 @@ class Supervisor(WorkerLives, Replacements):
             deadline = min(deadline, self._watchdog_at)
         if self._metrics is not None:
             deadline = min(deadline, self._metrics.next_deadline() or deadline)
-        deadline = min(deadline, self._beat_due)
+        deadline = min(deadline, self._beat_due, self._trees.next_deadline(now) or deadline)
         for slot in self._slots:
             if slot.restart_at is not None:
                 deadline = min(deadline, slot.restart_at)
-            if slot.recycle_at is not None and not slot.recycle_queued:
+            if slot.recycle_at is not None and slot.leaving is None:  # else it is not due (again)
                 deadline = min(deadline, slot.recycle_at)
             if slot.escalation is not None:
                 deadline = min(deadline, slot.escalation.next_at)
             if slot.state is S.STARTING:
                 deadline = min(deadline, now + STARTING_POLL_S)
         return deadline
+
+    def _not_orphans(self) -> set[int]:
+        """Our children that are not orphans of dead workers: the live workers and
+        multiprocess's own helpers (the forkserver, the resource tracker)."""
+        pids = {s.pid for s in self._slots if s.alive}
+        from multiprocess import forkserver, resource_tracker
+
+        for helper in (
+            getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None),
+            getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None),
+        ):
+            if isinstance(helper, int):
+                pids.add(helper)
+        return pids
 
     def _drain_wake(self) -> None:
         try:
@@ -448,12 +465,12 @@ class Supervisor(WorkerLives, Replacements):
             workers = request.get("workers")
             if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
                 return f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}"
-            self._commands.append(("scale", workers))
+            self._commands.append(cmd.Scale(workers))
         elif op == "rolling":
-            self._commands.append(("rolling", 0))
+            self._commands.append(cmd.Roll())
         elif op == "stop":
             self._stop_reason = self._stop_reason or "stop requested (control socket)"
-            self._commands.append(("stop", 0))
+            self._commands.append(cmd.Stop("stop requested (control socket)"))
         else:
             return f"unknown op {op!r}"
         if self._stopping and op != "stop":
@@ -462,40 +479,30 @@ class Supervisor(WorkerLives, Replacements):
 
     def _dispatch(self, now: float) -> None:
         while self._signals:
-            signum = self._signals.popleft()
-            name = signal.Signals(signum).name
-            command = _SIGNAL_COMMANDS[name]
-            self.log.info(
-                "received %s: %s",
-                name,
-                {
-                    "stop": "graceful stop",
-                    "rolling": "rolling restart",
-                    "more": "one worker more",
-                    "fewer": "one worker fewer",
-                }[command],
-            )
-            if command == "stop":
-                self._stop_reason = self._stop_reason or f"{name} received"
-            self._commands.append((command, 0))
+            name = signal.Signals(self._signals.popleft()).name
+            command, meaning = cmd.SIGNAL_COMMANDS[name]
+            self.log.info("received %s: %s", name, meaning)
+            if isinstance(command, cmd.Stop):
+                self._stop_reason = self._stop_reason or command.reason
+            self._commands.append(command)
         while self._commands:
-            command, value = self._commands.popleft()
-            if command == "stop":
-                self._begin_stop(self._stop_reason or "stop requested", now)
+            command = self._commands.popleft()
+            if isinstance(command, cmd.Stop):
+                self._begin_stop(self._stop_reason or command.reason, now)
             elif self._stopping:
                 continue
-            elif command == "scale":
-                self._resize(value, now)
-            elif command == "more":
-                self._resize(min(MAX_WORKERS, self._desired + 1), now)
-            elif command == "fewer":
-                self._resize(max(1, self._desired - 1), now)
-            elif command == "rolling":
+            elif isinstance(command, cmd.Scale):
+                self._resize(command.workers, now)
+            elif isinstance(command, cmd.Nudge):
+                self._resize(min(MAX_WORKERS, max(1, self._desired + command.delta)), now)
+            elif isinstance(command, cmd.Roll):
                 self._start_rolling()
-            elif command == "replace":
-                self._replace_now()
-            elif command == "release":
-                self._release_drained(now)
+            elif isinstance(command, cmd.Kill):
+                self._kill_and_replace(command, now)
+            elif isinstance(command, cmd.Recycle):
+                self._recycles.append((command.slot, command.generation, command.reason))
+            else:
+                self._release_drained(command, now)
 
     def _check_ready(self) -> None:
         if self._ready.is_set() or self._stopping:
@@ -537,7 +544,10 @@ class Supervisor(WorkerLives, Replacements):
 
     def _emergency_stop(self) -> None:
         """After an internal error: kill every worker and confirm, without the loop."""
-        live = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
+        self._own.free_spare_fd()  # confirming needs /proc reads, even when we ran out of fds
+        live: list[tuple[int, int | None]] = [(s.pid, s.ticks or None) for s in self._slots if s.alive]
+        # The workers' trees too, with the same grace.
+        live.extend((p, t) for s in self._slots if s.alive for p, t in self._trees.look(s.pid, full=True))
         survivors = shutdown.kill_and_confirm(live, grace=min(self.spec.grace, 1.0), kill=self._kill)
         for slot in self._slots:
             if slot.alive:
@@ -545,9 +555,11 @@ class Supervisor(WorkerLives, Replacements):
                 slot.survivor = slot.pid in survivors
                 if not slot.survivor:
                     slot.process = None
+        self._emergency_survivors = [(pid, ticks or 0) for pid, ticks in live if pid in survivors]
 
     def _finish(self) -> StopResult:
-        survivors = [s.pid for s in self._slots if s.survivor]
+        lost = self._lost_processes()
+        survivors = [pid for pid, _ in lost]
         reason = self._stop_reason or "stopped"
         assert self.board is not None
         final = PoolState.STOP_FAILED if survivors else PoolState.STOPPED
@@ -555,11 +567,13 @@ class Supervisor(WorkerLives, Replacements):
         if survivors:
             self.log.error("stop FAILED: still alive after SIGKILL: pid %s", ", ".join(map(str, survivors)))
         try:
-            self._flush(self._clock(), final=True, survivors=[s for s in self._slots if s.survivor])
+            self._flush(self._clock(), final=True, survivors=lost)
         finally:
             for slot in self._slots:
                 self._close_exit_fd(slot)
             self._rss.close()
+            self._own.close()
+            self._trees.close()
             self._control.close()
             if self._metrics is not None:
                 self._metrics.close()
@@ -569,6 +583,14 @@ class Supervisor(WorkerLives, Replacements):
         if not self._ready.is_set():
             self._notify(f"failed: {self._boot_error or reason}")
         return StopResult(reason, survivors, self._boot_error)
+
+    def _lost_processes(self) -> list[tuple[int, int]]:
+        """Every process of the pool not confirmed gone after SIGKILL: workers and any
+        process of their trees, by (pid, start ticks)."""
+        lost = {s.pid: s.ticks for s in self._slots if s.survivor}
+        lost.update({pid: ticks for (pid, ticks), _ in self._trees.survivors})
+        lost.update(dict(self._emergency_survivors))
+        return sorted(lost.items())
 
     def _summary(self) -> str:
         """One line for `systemctl status`: how many of the desired workers serve."""
@@ -607,7 +629,9 @@ class Supervisor(WorkerLives, Replacements):
             pass
         self._notify_fd = None
 
-    def _flush(self, now: float, *, final: bool = False, survivors: list[Slot] | None = None) -> None:
+    def _flush(
+        self, now: float, *, final: bool = False, survivors: list[tuple[int, int]] | None = None
+    ) -> None:
         assert self.board is not None
         document = runtime_document(
             self.spec,
@@ -617,10 +641,11 @@ class Supervisor(WorkerLives, Replacements):
             started_wall=self._started_wall,
             reason=self._stop_reason or None,
             final=final,
-            survivors=[(s.pid, s.ticks) for s in survivors or []],
+            survivors=survivors or [],
             control=None if final else self._control.name,
+            descendants=self._trees.record(),
         )
-        runtime_file.write(self.runtime_dir, document)
+        self._own.flush(now, document, final=final)  # logs and retries its failures, never raises
         self._dirty = False
         if self._systemd is not None and self._ready.is_set() and not self._stopping:
             summary = self._summary()

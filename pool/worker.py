@@ -2,7 +2,8 @@
 
 A worker process, in order: resets the signal handlers it inherited (SIGINT is
 ignored so a terminal Ctrl-C reaches the supervisor, which stops the pool
-gracefully), closes the supervisor's lock fd (an inherited flock would keep a
+gracefully), leads its own process group as a child subreaper (its tree stays
+below it: pool.containment), closes the supervisor's lock fd (an inherited flock would keep a
 dead supervisor's lock "held"), asks the kernel for SIGTERM when its parent dies
 and checks the parent did not die before that, maps the board, imports its
 target, and runs it. A target that cannot be imported is reported as a boot
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pool.errors import TargetError
+from pool.proctree import set_child_subreaper
 from pool.target import load_target
 from pool.titles import set_title, worker_title
 from statusboard.board import Board, WorkerRow
@@ -117,6 +119,7 @@ class WorkerContext:
 def worker_main(args: WorkerArgs) -> None:
     """Entry point of a worker process (the multiprocess Process target)."""
     _reset_signals()
+    _hold_own_tree()
     for fd in args.close_fds:
         try:
             os.close(fd)
@@ -153,6 +156,21 @@ def _reset_signals() -> None:
         if signum is not None:
             signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _hold_own_tree() -> None:
+    """Lead a process group of our own and be the reaper of our orphans (pool.containment):
+    whatever this worker starts stays findable below it, whatever it does (``setsid()``,
+    a double fork), until the supervisor ends the whole tree with the worker.
+
+    Cost: a descendant that re-parents here and exits stays a zombie until this worker
+    exits (Python reaps only the children it started); a pid entry, no memory.
+    """
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass  # already a group leader (spawned by a process manager as one): keep it
+    set_child_subreaper()
 
 
 def _die_with_parent() -> None:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
-from pool import shutdown
-from pool.budget import AfterExit, RestartBudget, after_exit
+from pool import shutdown, spawn_guard
+from pool.budget import RestartBudget
+from pool.containment import CRASH_GRACE_S
+from pool.leaving import AfterExit, Leaving, after_exit
 from pool.loop_state import LoopState
+from pool.oom import oom_kills, sigkill_cause
 from pool.recycle import age_limit
 from pool.slot import Slot
 from pool.state import Event, next_state
@@ -43,13 +47,13 @@ class WorkerLives(LoopState):
             )
         for slot in self._slots:
             if slot.index < desired:
-                if slot.retire and slot.alive:
-                    slot.replace = True  # wanted again before it exited: respawn it, not a crash
-                slot.retire = False
+                if slot.leaving is Leaving.RETIRE:
+                    # Wanted again before it exited: respawn it, not a crash.
+                    slot.leaving = Leaving.RESPAWN if slot.alive else None
                 if slot.state is S.EMPTY:
                     self._spawn(slot, now)
-            elif not slot.retire:
-                slot.retire = True
+            elif slot.leaving is not Leaving.RETIRE:
+                slot.leaving = Leaving.RETIRE
                 if slot.alive:
                     self._begin_escalation(slot, "retire", now)
                 elif slot.state is not S.EMPTY:
@@ -73,23 +77,40 @@ class WorkerLives(LoopState):
         # Before the child exists: a stop flag left by the previous process (rolling
         # restart, retire) would otherwise be read by the new one as its own stop.
         board.set_lifecycle(slot.index, stop_requested=0)
-        parent_end, child_end = self._mp.Pipe(duplex=True)
+        made: list[Any] = []  # what this attempt opened, closed again if it fails
+        process: Any = None
+        try:
+            self._headroom.check()
+            parent_end, child_end = self._mp.Pipe(duplex=True)
+            made += (parent_end, child_end)
+            args = WorkerArgs(
+                slot=slot.index,
+                pool=self.spec.name,
+                generation=slot.generation + 1,
+                target=self.spec.target,
+                cwd=self.spec.cwd,
+                board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
+                supervisor_pid=os.getpid(),
+                supervisor_ticks=self._ticks,
+                conn=child_end,
+                channel=self._hooks.channel(slot.index, slot.generation + 1) if self._hooks else None,
+                close_fds=self._parent_fds() if self._fork else [],
+            )
+            if args.channel is not None:
+                made.append(args.channel)
+            process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
+            spawn_guard.start(process, fork=self._fork)
+            if self._hooks is not None:
+                self._hooks.forked(slot.index, slot.generation + 1, process.pid)
+            ticks = start_ticks(process.pid) or 0
+        except OSError as exc:
+            for end in made:
+                end.close()
+            if process is not None:
+                spawn_guard.abandon(process)
+            self._spawn_failed(slot, exc, now)
+            return
         slot.generation += 1
-        args = WorkerArgs(
-            slot=slot.index,
-            pool=self.spec.name,
-            generation=slot.generation,
-            target=self.spec.target,
-            cwd=self.spec.cwd,
-            board_path=str(board.path),
-            supervisor_pid=os.getpid(),
-            supervisor_ticks=self._ticks,
-            conn=child_end,
-            channel=self._hooks.channel(slot.index, slot.generation) if self._hooks else None,
-            close_fds=self._parent_fds() if self._fork else [],
-        )
-        process = self._mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{slot.index}")
-        process.start()
         try:
             slot.pidfd = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
@@ -99,16 +120,19 @@ class WorkerLives(LoopState):
         if args.channel is not None:
             args.channel.close()
         slot.process, slot.conn, slot.pid = process, parent_end, process.pid
-        slot.ticks = start_ticks(process.pid) or 0
+        self._trees.track(slot.index, process.pid)
+        slot.ticks = ticks
         slot.started = now
+        slot.oom_kills_at_start = oom_kills()  # to tell an OOM kill from a kill -9 (pool.oom)
         slot.restart_at = None
-        slot.draining = slot.recycle_queued = slot.born_over_rss = False
+        slot.born_over_rss = False
         limit = age_limit(self.spec, self._rng)
         slot.recycle_at = None if limit is None else now + limit
         slot.rss = 0
         if self.spec.rss_interval:
             self._rss.track(process.pid)
             slot.rss = self._rss.sample(process.pid) or 0  # so a live worker never shows "not sampled"
+        slot.rss_self = slot.rss  # no descendants yet
         self._set_state(slot, Event.SPAWN)
         board.set_lifecycle(
             slot.index,
@@ -120,10 +144,35 @@ class WorkerLives(LoopState):
             restarts=slot.restarts,
             recycled=slot.recycled,
             rss_bytes=slot.rss,
+            rss_self_bytes=slot.rss_self,
         )
         self.log.info("worker %d started pid %d (generation %d)", slot.index, slot.pid, slot.generation)
         if self._hooks is not None:
             self._hooks.started(slot.index, slot.generation, slot.pid)
+
+    def _spawn_failed(self, slot: Slot, exc: OSError, now: float) -> None:
+        """No process could be started (EMFILE, ENFILE, EAGAIN, ENOMEM: the machine's limits,
+        not the worker's code): a slot failure, counted like a crash, always after a backoff
+        (retrying at once would fail the same way), FAILED once the budget is spent."""
+        assert self.board is not None
+        slot.last_error = f"could not start: {exc}"
+        self.log.error("worker %d could not start: %s", slot.index, exc)
+        self._set_state(slot, Event.SPAWN_FAILED)
+        delay = slot.budget.record_exit(now, 0.0)
+        if delay is None:
+            self._set_state(slot, Event.GIVE_UP)
+            self.log.error(
+                "worker %d failed: more than %d failed starts or restarts in %gs; giving up",
+                slot.index,
+                self.spec.max_restarts,
+                self.spec.restart_window,
+            )
+            self._slot_given_up(slot)
+            return
+        slot.restarts += 1
+        self.board.set_lifecycle(slot.index, restarts=slot.restarts)
+        self._set_state(slot, Event.BACKOFF)
+        slot.restart_at = now + max(delay, self.spec.backoff_base)
 
     def _parent_fds(self) -> list[int]:
         """The supervisor's own fds a forked worker must close (it inherits them all)."""
@@ -148,6 +197,7 @@ class WorkerLives(LoopState):
         biggest idle cost of a large pool), and every worker once per SWEEP_S."""
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
+            self._trees.sweep(now, self.spec.grace)
             due = [s for s in self._slots if s.alive]
         else:
             due = [self._exit_fds[fd] for fd in ready if fd in self._exit_fds]
@@ -175,19 +225,21 @@ class WorkerLives(LoopState):
         self._poller = None
         self._rss.forget(slot.pid)
         slot.recycle_at = None
-        if slot.draining:
-            # It died while its work was being drained for a recycle: that is a crash.
-            slot.draining = slot.replace = False
         prev = slot.state
         escalation, slot.escalation = slot.escalation, None
         self._set_state(slot, Event.EXIT)
         assert self.board is not None
-        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0)
-        slot.rss = 0
+        self.board.set_lifecycle(slot.index, last_exit_code=code, rss_bytes=0, rss_self_bytes=0)
+        slot.rss = slot.rss_self = 0
         how = describe_exit(code)
-        if code == -9 and not slot.replace and (escalation is None or escalation.stage < shutdown.Stage.KILL):
-            how += "; perhaps out of memory?"
+        if (
+            code == -9
+            and not slot.replacing
+            and (escalation is None or escalation.stage < shutdown.Stage.KILL)
+        ):
+            how += f"; {sigkill_cause(slot.oom_kills_at_start)}"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
+        self._end_tree(slot, escalation, now)
         if self._hooks is not None:
             if prev is S.HUNG:
                 how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
@@ -207,14 +259,21 @@ class WorkerLives(LoopState):
             boot_error = kind == "boot_error" and code == BOOT_ERROR_EXIT
         outcome = after_exit(
             self.spec.restart,
+            slot.leaving,
+            stopping=self._stopping,
             code=code,
             hung=prev is S.HUNG,
             booted=prev is not S.STARTING,
             boot_error=boot_error,
-            retire=slot.retire,
-            stopping=self._stopping,
-            planned=slot.replace,
         )
+        if slot.leaving in (Leaving.RECYCLE_DUE, Leaving.DRAIN, Leaving.RETIRE) or outcome in (
+            AfterExit.STOPPED,
+            AfterExit.BOOT_ERROR,
+        ):
+            # The change ended with this process: a queued or draining recycle died under
+            # it (a crash), a retire emptied the slot, or the pool stops. A replacement
+            # keeps its reason until its successor beats (or the slot gives up).
+            slot.leaving = None
         if outcome is AfterExit.BOOT_ERROR:
             self._set_state(slot, Event.GIVE_UP)
             self._boot_error = self._boot_error or slot.last_error
@@ -233,6 +292,23 @@ class WorkerLives(LoopState):
             self._slot_given_up(slot)
         else:
             self._restart(slot, now)
+
+    def _end_tree(self, slot: Slot, escalation: shutdown.Escalation | None, now: float) -> None:
+        """What the worker started ends with it: SIGTERM now, SIGKILL when its stop's grace
+        ends (a crash: shortly), at once when its stop had reached SIGKILL."""
+        killed = escalation is not None and escalation.stage >= shutdown.Stage.KILL
+        grace_until = None if escalation is None else escalation.started + escalation.grace
+        left = self._trees.release(slot.index, slot.pid, now, grace_until=grace_until, killed=killed)
+        if left:
+            self.log.warning(
+                "worker %d (pid %d) left %d process(es) running; ending them: %s",
+                slot.index,
+                slot.pid,
+                left,
+                "SIGKILL"
+                if killed
+                else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
+            )
 
     def _restart(self, slot: Slot, now: float) -> None:
         """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
@@ -280,8 +356,8 @@ class WorkerLives(LoopState):
             if slot.state is S.STARTING and beats:
                 self._set_state(slot, Event.FIRST_BEAT)
                 self._check_birth_rss(slot)
-                if slot.replace:
-                    slot.replace = False
+                if slot.replacing:
+                    slot.leaving = None
                     if self._rolling and self._rolling[0] == slot.index:
                         self._rolling.popleft()
             reference = (
@@ -307,8 +383,11 @@ class WorkerLives(LoopState):
         assert self.board is not None
         if why == "hang":
             self._set_state(slot, Event.HANG)
+            self._trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             shutdown.send(self._kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
             return
+        # Know its tree now: a worker that leaves at the flag leaves its children to us.
+        self._trees.look(slot.pid, full=True)
         if slot.state is not S.STOPPING:
             self._set_state(slot, Event.STOP)
         self.board.set_lifecycle(slot.index, stop_requested=1)
@@ -334,6 +413,7 @@ class WorkerLives(LoopState):
                     "the stop flag" if stage is shutdown.Stage.TERM else "SIGTERM",
                     signum.name,
                 )
+                self._trees.signal_tree(slot.pid, signum)
                 shutdown.send(self._kill, slot.pid, signum)
             elif stage is shutdown.Stage.GAVE_UP:
                 slot.survivor = True
@@ -363,9 +443,9 @@ class WorkerLives(LoopState):
         if not self._ready.is_set() and slot.state is S.FAILED and slot.index < self._desired:
             why = f": {slot.last_error}" if slot.last_error else ""
             self._notify(f"failed: worker {slot.index} failed before the pool was ready{why}")
-        if not slot.replace:
+        if not slot.replacing:
             return
-        slot.replace = False
+        slot.leaving = None
         if self._rolling and self._rolling[0] == slot.index:
             self._rolling.clear()
             self.log.error(

@@ -26,13 +26,14 @@ the previous owner is dead by then, so ownership passes, it is never shared.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import os
 import time
 
 from statusboard import layout
-from statusboard.errors import BoardClosed, BoardLayoutError, BoardMissing
+from statusboard.errors import BoardClosed, BoardError, BoardLayoutError, BoardMissing
 from statusboard.layout import H, R
 
 _monotonic_ns = time.monotonic_ns
@@ -66,6 +67,23 @@ def segment_path(pool: str, pid: int, start_ticks: int) -> Path:
     return shm_dir() / f"{SEGMENT_PREFIX}{os.getuid()}-{pool}-{pid}-{start_ticks}"
 
 
+def segment_owner(name: str) -> tuple[int, int] | None:
+    """(pid, start ticks) of the supervisor that made the segment called ``name``, if it is
+    one of this uid's boards, else None.
+
+    Parsed from the right: a pool name may itself contain '-' and digits (``chx-1``,
+    ``pool-812-0``), but pid and ticks never do, so the last two fields are always they.
+    """
+    prefix = f"{SEGMENT_PREFIX}{os.getuid()}-"
+    if not name.startswith(prefix):
+        return None
+    rest, _, ticks = name[len(prefix) :].rpartition("-")
+    pool, _, pid = rest.rpartition("-")
+    if not pool or not pid.isdigit() or not ticks.isdigit():
+        return None
+    return int(pid), int(ticks)
+
+
 class Board:
     """A mapped board. ``create`` makes a new segment, ``open`` maps an existing one.
 
@@ -73,13 +91,19 @@ class Board:
     idempotent, and neither affects another process's mapping.
     """
 
-    def __init__(self, path: StrPath, mapping: mmap.mmap, capacity: int, *, writable: bool) -> None:
+    def __init__(
+        self, path: StrPath, mapping: mmap.mmap, capacity: int, *, writable: bool, fd: int | None = None
+    ) -> None:
         self.path = path
         self.capacity = capacity
         self.writable = writable
         self._mmap: mmap.mmap | None = mapping
         self.words = memoryview(mapping).cast("q")
         self.floats = memoryview(mapping).cast("d")
+        # The creator keeps its fd: the board outlives its name (see publish) and its size
+        # can be checked and restored (see size_ok). Readers and workers keep only the map.
+        self.fd = fd
+        self._identity: dict[str, int] = {}  # the header words create() wrote once
 
     # -- life cycle -------------------------------------------------------
 
@@ -94,38 +118,51 @@ class Board:
         heartbeat_timeout_ns: int,
         workers_desired: int,
     ) -> Board:
-        """Create a new segment at ``path`` (must not exist) and write its header."""
+        """Create a new segment at ``path`` (must not exist) and write its header.
+
+        Its pages are allocated up front (posix_fallocate): on a tmpfs without room the
+        first store into a sparse map would kill this process with SIGBUS, so a board that
+        does not fit is a BoardError naming the space instead, and leaves nothing behind.
+        """
         if not 1 <= capacity <= layout.MAX_CAPACITY:
             raise ValueError(f"capacity must be 1..{layout.MAX_CAPACITY}, got {capacity}")
         size = layout.board_bytes(capacity)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, size)
+            _allocate(fd, size, path)
             mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
             os.unlink(path)
             raise
-        os.close(fd)
-        board = cls(path, mapping, capacity, writable=True)
-        w = board.words
-        w[H["version"]] = layout.VERSION
-        w[H["capacity"]] = capacity
-        w[H["row_bytes"]] = layout.ROW_BYTES
-        w[H["supervisor_pid"]] = supervisor_pid
-        w[H["supervisor_start_ticks"]] = supervisor_start_ticks
-        w[H["heartbeat_timeout_ns"]] = heartbeat_timeout_ns
-        w[H["workers_desired"]] = workers_desired
+        board = cls(path, mapping, capacity, writable=True, fd=fd)
         now = time.monotonic_ns()
-        w[H["created_ns"]] = now
-        w[H["supervisor_heartbeat_ns"]] = now
-        for slot in range(capacity):
-            board.reset_worker_region(slot)
+        board._identity = {
+            "version": layout.VERSION,
+            "capacity": capacity,
+            "row_bytes": layout.ROW_BYTES,
+            "supervisor_pid": supervisor_pid,
+            "supervisor_start_ticks": supervisor_start_ticks,
+            "heartbeat_timeout_ns": heartbeat_timeout_ns,
+            "created_ns": now,
+        }
+        board.words[H["workers_desired"]] = workers_desired
+        board._initialise(now)
+        return board
+
+    def _initialise(self, now_ns: int) -> None:
+        """Write the identity header and empty rows; the magic last, so a reader that races
+        this sees "not a board yet", never half a header."""
+        w = self.words
+        for name, value in self._identity.items():
+            w[H[name]] = value
+        w[H["supervisor_heartbeat_ns"]] = now_ns
+        for slot in range(self.capacity):
+            self.reset_worker_region(slot)
             base = layout.HEADER_WORDS + slot * layout.ROW_WORDS
             w[base + R["last_exit_code"]] = layout.NO_EXIT_CODE
-        # Magic last: a reader that races creation sees "not a board yet", never half a header.
         w[H["magic"]] = layout.MAGIC
-        return board
 
     @classmethod
     def open(cls, path: StrPath, *, writable: bool = False) -> Board:
@@ -174,6 +211,9 @@ class Board:
             # mapping is freed when that view is, so leaving it open is correct.
             pass
         self._mmap = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def unlink(self) -> None:
         """Remove the segment's name. Safe to call twice; mappings stay valid."""
@@ -181,6 +221,86 @@ class Board:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+    # -- the creator's guards: the name and the size ---------------------------------
+
+    @property
+    def handle_path(self) -> str:
+        """A path to this very board that does not depend on its name: the creator's kept fd
+        under /proc (what new workers open, so a removed name never stops a replacement)."""
+        if self.fd is None:
+            return os.fspath(self.path)
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def published(self) -> bool:
+        """Does the name still lead to this board? (A stat and an fstat.)"""
+        if self.fd is None:
+            return True
+        try:
+            there = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        mine = os.fstat(self.fd)
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def publish(self) -> str:
+        """Put the name back on this board (after logind's RemoveIPC= removed it); returns how.
+
+        A hard link from the fd (linkat of /proc/self/fd/N with AT_SYMLINK_FOLLOW) works
+        only while the inode still has a name somewhere: Linux refuses to link an inode
+        whose link count fell to 0 (ENOENT), even one made with O_TMPFILE once it has been
+        linked. So the usual case, the name removed, publishes a symlink to the kept fd,
+        /proc/PID/fd/N, which any process of the same user opens as the board itself (the
+        kernel follows it to the open file). Installed by rename, so a reader sees the old
+        name or the new one, never none.
+        """
+        assert self.fd is not None
+        path = os.fspath(self.path)
+        directory, name = os.path.split(path)
+        temp = os.path.join(directory, f".{name}.{os.getpid()}.publish")
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.link(str(self.fd), temp, src_dir_fd=proc_fds, follow_symlinks=True)
+            how = "linked again"
+        except FileNotFoundError:
+            os.symlink(self.handle_path, temp)
+            how = f"as a symlink to {self.handle_path}"
+        finally:
+            os.close(proc_fds)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            os.unlink(temp)
+            raise
+        return how
+
+    def size_ok(self) -> bool:
+        """Is the file still as big as the map? (One fstat.) A store past its end is SIGBUS."""
+        return self.fd is None or os.fstat(self.fd).st_size >= layout.board_bytes(self.capacity)
+
+    def restore_size(self) -> int:
+        """Give a truncated board its size back and its identity header and empty rows;
+        returns the size it had. The caller rewrites its lifecycle rows and header."""
+        assert self.fd is not None
+        was = os.fstat(self.fd).st_size
+        size = layout.board_bytes(self.capacity)
+        os.ftruncate(self.fd, size)
+        try:
+            _allocate(self.fd, size, self.path)
+        except BoardError:
+            pass  # the pages come back as they are touched; tmpfs had room a moment ago
+        self._initialise(time.monotonic_ns())
+        return was
+
+    def seed_heartbeat(self, slot: int, now_ns: int) -> None:
+        """A heartbeat on behalf of a live worker whose row was wiped (see restore_size)."""
+        base = layout.HEADER_WORDS + slot * layout.ROW_WORDS
+        self.words[base + R["heartbeat_ns"]] = now_ns
+        self.words[base + R["beats"]] = 1
 
     @property
     def closed(self) -> bool:
@@ -332,6 +452,20 @@ def _heartbeat(words: memoryview, floats: Any, hb: int, beats: int, progress_at:
             floats[progress_at] = progress
 
     return heartbeat
+
+
+def _allocate(fd: int, size: int, path: StrPath) -> None:
+    """Allocate the board's pages now; BoardError naming the room missing."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return  # a filesystem without fallocate: the old, sparse behaviour
+        directory = os.path.dirname(os.fspath(path)) or "."
+        raise BoardError(
+            f"no room for the board in {directory}: {size} bytes needed ({exc.strerror}); "
+            f"free some space there, or set {_SHM_DIR_ENV} to a directory on a bigger tmpfs"
+        ) from None
 
 
 def _layout_problem(magic: int, version: int, capacity: int, row_bytes: int, size: int) -> str:

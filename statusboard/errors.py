@@ -31,6 +31,10 @@ class RuntimeFileSchemaError(RuntimeFileError):
     """runtime.json parses but is of an unknown schema or misses required keys."""
 
 
+class RuntimeFileUnsafe(RuntimeFileError):
+    """runtime.json is a symlink: it could name another pool, so nothing may act on it."""
+
+
 class BoardError(StatusboardError):
     """The shared-memory board cannot be used; subclasses say why."""
 

@@ -39,7 +39,7 @@ clock read and two stores)::
     5     started_ns        supervisor  lifecycle
     6     restarts          supervisor  lifecycle
     7     last_exit_code    supervisor  lifecycle (NO_EXIT_CODE when none)
-    8     rss_bytes         supervisor  lifecycle
+    8     rss_bytes         supervisor  lifecycle (the worker's whole tree: pool.containment)
     9     recycled          supervisor  lifecycle
     10    stop_requested    supervisor  lifecycle
     11    wk_seq            worker      task seqlock
@@ -50,7 +50,8 @@ clock read and two stores)::
     16    heartbeat_ns      worker      single word
     17    beats             worker      single word
     18    progress          worker      single word, float64 (NaN = none)
-    19-23 reserved
+    19    rss_self_bytes    supervisor  single word (the worker process alone)
+    20-23 reserved
 
 A change to either table is a layout change: bump VERSION, and the layout test
 that pins every offset will say so.
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAGIC: Final = int.from_bytes(b"POOLBRD1", "little")
-VERSION: Final = 1
+VERSION: Final = 2  # 2: rss_self_bytes (word 19); rss_bytes became the tree's
 WORD: Final = 8
 NO_EXIT_CODE: Final = -(2**63)
 NO_TASK: Final = -1
@@ -110,7 +111,7 @@ ROW_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("heartbeat_ns", "q"),
     ("beats", "q"),
     ("progress", "d"),
-    ("reserved_19", "q"),
+    ("rss_self_bytes", "q"),
     ("reserved_20", "q"),
     ("reserved_21", "q"),
     ("reserved_22", "q"),

@@ -9,10 +9,11 @@ struct. The decision, in order:
 3. runtime.json says stopped            -> not running (3), source file
 4. says stop_failed                     -> stale (1) while a survivor lives, else stopped (3)
 5. says starting/running/stopping: the supervisor is alive only if its pid is
-   that very process (start ticks), it holds supervisor.lock, and its board
-   heartbeat is fresh. Alive -> the live board, source shm, running (0),
-   degraded (2), or failed (1: every desired slot FAILED, nothing will restart
-   them; health.failed_reason). Not alive -> stale (1), source file, with the reason.
+   that very process (start ticks), it holds supervisor.lock (the lock is held
+   and its record names no other process), and its board heartbeat is fresh.
+   Alive -> the live board, source shm, running (0), degraded (2), or failed
+   (1: every desired slot FAILED, nothing will restart them;
+   health.failed_reason). Not alive -> stale (1), source file, with the reason.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def _probe_live(
     sup = document["supervisor"]
     pid, ticks = sup["pid"], sup["start_ticks"]
     identity_ok = liveness.is_alive(pid, ticks)
-    lock_held = identity_ok and liveness.lock_holder_present(os.path.join(directory, liveness.LOCK_NAME))
+    # Held by THAT process, not merely by someone: a pid in runtime.json that the lock's
+    # record does not name is not this pool's supervisor (a forged or stale file).
+    lock_held = identity_ok and liveness.lock_held_by(os.path.join(directory, liveness.LOCK_NAME), pid, ticks)
     board: Board | None = None
     heartbeat_age: int | None = None
     board_problem = ""

@@ -135,7 +135,8 @@ def worker_status(
         "generation": row["generation"],
         "task": None if task == layout.NO_TASK else task,
         "task_age_s": None if task == layout.NO_TASK else round((now_ns - row["task_started_ns"]) / 1e9, 3),
-        "rss_bytes": row["rss_bytes"] or None,
+        "rss_bytes": row["rss_bytes"] or None,  # the worker's tree: it and its descendants
+        "rss_self_bytes": row["rss_self_bytes"] or None,  # the worker process alone
         "recycled": row["recycled"],
     }
 

@@ -9,6 +9,7 @@ and a crash at any point leaves one of the two on disk.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -16,6 +17,7 @@ from statusboard.errors import (
     RuntimeFileCorrupt,
     RuntimeFileMissing,
     RuntimeFileSchemaError,
+    RuntimeFileUnsafe,
 )
 
 TYPE_CHECKING = False  # pathlib and typing stay off the status path
@@ -79,13 +81,13 @@ def replace_atomically(path: StrPath, data: bytes, *, durable: bool = True, mode
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        _discard(tmp)
         raise
     os.close(fd)
     try:
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        _discard(tmp)
         raise
     if durable:
         dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
@@ -93,6 +95,15 @@ def replace_atomically(path: StrPath, data: bytes, *, durable: bool = True, mode
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _discard(tmp: str) -> None:
+    """Remove a temp file after a failed write; if its directory went with it (rm -rf),
+    the write's own error is the one to report, not this one's."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 def remove_stale_temps(runtime_dir: StrPath) -> int:
@@ -111,18 +122,28 @@ def remove_stale_temps(runtime_dir: StrPath) -> int:
 def read(runtime_dir: StrPath) -> dict[str, Any]:
     """Read and validate runtime.json.
 
-    Raises RuntimeFileMissing (no file), RuntimeFileCorrupt (empty, truncated,
-    not JSON) or RuntimeFileSchemaError (unknown schema, missing or mistyped keys),
-    each with a message that says what is wrong.
+    Raises RuntimeFileMissing (no file), RuntimeFileUnsafe (a symlink: refused like a
+    symlinked runtime directory, since it may name another pool's supervisor),
+    RuntimeFileCorrupt (empty, truncated, not JSON) or RuntimeFileSchemaError (unknown
+    schema, missing or mistyped keys), each with a message that says what is wrong.
     """
     path = path_in(runtime_dir)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        # O_NOFOLLOW: the supervisor only ever renames a regular file into place.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise RuntimeFileMissing(f"{path} does not exist (never started here)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RuntimeFileUnsafe(f"{path} is a symlink; refusing to use it") from None
+        raise
+    try:
+        with open(fd, "rb", closefd=False) as f:
+            raw = f.read()
     except IsADirectoryError:
         raise RuntimeFileCorrupt(f"{path} is a directory, not a file") from None
+    finally:
+        os.close(fd)
     return parse(raw, path)
 
 

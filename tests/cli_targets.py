@@ -55,13 +55,6 @@ def slow_boot(ctx):
     steady(ctx)
 
 
-def own_session(ctx):
-    """Leaves the supervisor's process group (setsid, as a worker that daemonizes a helper might):
-    a kill of the supervisor's group no longer reaches it."""
-    os.setsid()
-    steady(ctx)
-
-
 def lifecycle_on_cue(ctx):
     """Generation 1 raises on its cue, generation 2 hangs (TERM ignored) on its cue, later ones behave.
 
@@ -95,7 +88,55 @@ def crash_loop_slot_1(ctx):
     raise RuntimeError("slot 1 crash loop")
 
 
+def leaves_a_stubborn_escaper(ctx):
+    """Starts a child in its own session that ignores SIGTERM (a daemonized helper), then
+    beats like steady: when the supervisor is SIGKILLed, the child outlives the pool."""
+    import subprocess
+
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)",
+        ],
+        start_new_session=True,
+    )
+    steady(ctx)
+
+
 # -- the driver ---------------------------------------------------------------------
+
+# CONTRACT "status --json": keys may be added, none of these removed or renamed.
+STATUS_KEYS = {
+    "pool",
+    "state",
+    "source",
+    "reason",
+    "supervisor",
+    "target",
+    "workers_desired",
+    "workers",
+    "checked_at",
+    "flushed_at",
+}
+STATUS_SUPERVISOR_KEYS = {"pid", "alive", "started_at", "uptime_s"}
+STATUS_WORKER_KEYS = {
+    "slot",
+    "pid",
+    "state",
+    "healthy",
+    "heartbeat_age_s",
+    "beats",
+    "progress",
+    "tasks_done",
+    "tasks_failed",
+    "restarts",
+    "recycled",
+    "last_exit_code",
+    "started_at",
+    "task",
+    "task_age_s",
+}
 
 TESTS_DIR = Path(__file__).resolve().parent
 POOLCTL = str(Path(sys.executable).with_name("poolctl"))
@@ -131,9 +172,12 @@ class Cli:
         self.seen: dict[int, int | None] = {}  # pid -> start ticks of every pool process seen
 
     # running commands
+    def argv(self, *args: object) -> list[str]:
+        """``poolctl --name NAME --runtime-dir DIR args...`` as a command line."""
+        return [POOLCTL, "--name", self.name, "--runtime-dir", str(self.directory), *map(str, args)]
+
     def __call__(self, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> Result:
-        argv = [POOLCTL, "--name", self.name, "--runtime-dir", str(self.directory), *map(str, args)]
-        return run(argv, cwd=self.cwd, timeout=timeout, env=env)
+        return run(self.argv(*args), cwd=self.cwd, timeout=timeout, env=env)
 
     def ok(self, *args: str, timeout: float = 60.0) -> Result:
         result = self(*args, timeout=timeout)
@@ -306,15 +350,20 @@ def wait_gone(processes: list[tuple[int, int | None]], timeout: float) -> list[i
         time.sleep(0.01)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll until ``predicate()`` is truthy; AssertionError naming ``what`` after ``timeout``."""
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str], interval: float = 0.02
+) -> Any:
+    """Poll until ``predicate()`` is truthy and return its value; AssertionError naming ``what``
+    (or what ``what()`` says then) after ``timeout``. The suite's one bounded wait: conftest's
+    ``wait_until`` fixture and scripts.supkit.wait_until are this one."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            detail = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {detail}")
         time.sleep(interval)
 
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import psutil
 import pytest
-from cli_targets import Cli, cli_session
+from cli_targets import Cli, cli_session, wait_for
 from scripts import supkit
 
 from statusboard import liveness, runtime_file
@@ -314,6 +314,25 @@ def private_runtime_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 
 @pytest.fixture
+def make_pool() -> Iterator[Callable[..., Any]]:
+    """``make_pool(workers=2, **kwargs)``: a pool.Pool (fork unless told), always shut down at
+    teardown, cancelling what has not started. A module may override it to add defaults."""
+    from pool import Pool
+
+    pools: list[Pool] = []
+
+    def make(workers: int = 2, **kwargs: Any) -> Pool:
+        kwargs.setdefault("start_method", "fork")
+        made = Pool(workers, **kwargs)
+        pools.append(made)
+        return made
+
+    yield make
+    for made in pools:
+        made.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
 def runtime(tmp_path: Path) -> Path:
     """A fresh runtime directory for an embedded supervisor."""
     return supkit.make_runtime(tmp_path)
@@ -420,14 +439,7 @@ def read_line() -> Callable[..., str]:
 
 def wait_until_true(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(predicate, timeout, what, interval)
 
 
 @pytest.fixture

@@ -43,6 +43,15 @@ def context_echo(ctx):
     assert ctx.stopping
 
 
+def stop_flag_at_birth(ctx):
+    """Reads its stop flag before anything else, then beats with progress 1.0 if a stop was
+    already requested, 0.0 if not; then behaves. The beat comes after the read, so whoever sees
+    it knows the read happened (and a stop seen at birth ends it at once, as it would any worker)."""
+    ctx.beat(progress=1.0 if ctx.stopping else 0.0)
+    while not ctx.wait(0.05):
+        pass
+
+
 def exit_ok(ctx):
     return None
 

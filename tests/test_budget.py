@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from pool.budget import AfterExit, RestartBudget, after_exit, backoff_delay, should_restart
+from pool.budget import RestartBudget, backoff_delay
+from pool.leaving import should_restart
 from pool.spec import RestartPolicy
 
 
@@ -95,35 +96,3 @@ def test_sliding_window_keeps_failures_inside_it():
     assert b.recent == 2
     # At t=15 three failures (9, 12, 15) are inside 10 s: give up.
     assert b.record_exit(15.0, 0.1) is None
-
-
-def _after(**facts):
-    settings = dict(
-        code=1, hung=False, booted=True, boot_error=False, retire=False, stopping=False, planned=False
-    )
-    settings.update(facts)
-    policy = settings.pop("policy", RestartPolicy.PERMANENT)
-    return after_exit(policy, **settings)
-
-
-@pytest.mark.parametrize(
-    ("facts", "outcome"),
-    [
-        ({}, AfterExit.RESTART),
-        ({"code": 0}, AfterExit.RESTART),  # permanent: even a clean exit is restarted
-        ({"code": 0, "policy": RestartPolicy.TRANSIENT}, AfterExit.DONE),
-        (
-            {"code": 0, "hung": True, "policy": RestartPolicy.TRANSIENT},
-            AfterExit.RESTART,
-        ),  # a hang kill is abnormal
-        ({"code": -9, "policy": RestartPolicy.TEMPORARY}, AfterExit.DONE),
-        ({"boot_error": True, "retire": True, "stopping": True, "planned": True}, AfterExit.BOOT_ERROR),
-        ({"retire": True, "stopping": True, "planned": True}, AfterExit.RETIRED),
-        ({"stopping": True, "planned": True}, AfterExit.STOPPED),
-        ({"planned": True, "code": -9}, AfterExit.REPLACE),  # recycle / rolling / task timeout: uncounted
-        ({"planned": True, "booted": False}, AfterExit.RESTART),  # a replacement that never beat: a crash
-        ({"planned": True, "booted": False, "policy": RestartPolicy.TEMPORARY}, AfterExit.DONE),
-    ],
-)
-def test_after_exit_decides_what_follows_an_exit(facts, outcome):
-    assert _after(**facts) is outcome

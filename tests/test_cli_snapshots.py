@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_targets import Cli, normalise_common, wait_for, wait_gone
+from cli_targets import (
+    STATUS_KEYS,
+    STATUS_SUPERVISOR_KEYS,
+    STATUS_WORKER_KEYS,
+    Cli,
+    normalise_common,
+    wait_for,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.timeout(120)
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -150,44 +158,11 @@ def normalise_log(lines: list[str], cli: Cli) -> str:
     return "\n".join(out) + "\n"
 
 
-# CONTRACT "status --json": keys may be added, none of these removed or renamed.
-CONTRACT_KEYS = {
-    "pool",
-    "state",
-    "source",
-    "reason",
-    "supervisor",
-    "target",
-    "workers_desired",
-    "workers",
-    "checked_at",
-    "flushed_at",
-}
-CONTRACT_SUPERVISOR = {"pid", "alive", "started_at", "uptime_s"}
-CONTRACT_WORKER = {
-    "slot",
-    "pid",
-    "state",
-    "healthy",
-    "heartbeat_age_s",
-    "beats",
-    "progress",
-    "tasks_done",
-    "tasks_failed",
-    "restarts",
-    "recycled",
-    "last_exit_code",
-    "started_at",
-    "task",
-    "task_age_s",
-}
-
-
 def assert_contract_keys(document: dict[str, Any]) -> None:
-    assert document.keys() >= CONTRACT_KEYS, CONTRACT_KEYS - document.keys()
-    assert document["supervisor"].keys() >= CONTRACT_SUPERVISOR
+    assert document.keys() >= STATUS_KEYS, STATUS_KEYS - document.keys()
+    assert document["supervisor"].keys() >= STATUS_SUPERVISOR_KEYS
     for worker in document["workers"]:
-        assert worker.keys() >= CONTRACT_WORKER, CONTRACT_WORKER - worker.keys()
+        assert worker.keys() >= STATUS_WORKER_KEYS, STATUS_WORKER_KEYS - worker.keys()
 
 
 # -- scenarios -------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ ROW_TABLE = [
     ("heartbeat_ns", 128, "<i8"),
     ("beats", 136, "<i8"),
     ("progress", 144, "<f8"),
-    ("reserved_19", 152, "<i8"),
+    ("rss_self_bytes", 152, "<i8"),
     ("reserved_20", 160, "<i8"),
     ("reserved_21", 168, "<i8"),
     ("reserved_22", 176, "<i8"),
@@ -75,7 +75,7 @@ def test_sizes_are_pinned() -> None:
 def test_magic_version_and_sentinels_are_pinned() -> None:
     assert layout.MAGIC == 0x314452424C4F4F50
     assert layout.MAGIC.to_bytes(8, "little") == b"POOLBRD1"
-    assert layout.VERSION == 1
+    assert layout.VERSION == 2
     assert layout.NO_EXIT_CODE == -(2**63)
     assert layout.NO_TASK == -1
 

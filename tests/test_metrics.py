@@ -180,7 +180,7 @@ def test_metrics_of_a_running_pool_agree_with_status(cli: Cli) -> None:
         assert value(samples, "poolctl_worker_up", **worker) == 1
         assert value(samples, "poolctl_worker_state", state="running", **worker) == 1
         assert value(samples, "poolctl_worker_beats_total", **worker) >= 1
-        assert 0 <= value(samples, "poolctl_worker_heartbeat_age_seconds", **worker) < 5
+        assert value(samples, "poolctl_worker_heartbeat_age_seconds", **worker) >= 0  # fresh: worker_up
         assert value(samples, "poolctl_worker_restarts_total", **worker) == 0
         assert value(samples, "poolctl_worker_resident_memory_bytes", **worker) > 1_000_000
     # beats move: a second scrape sees more (the workers beat every 50 ms)
@@ -255,7 +255,27 @@ class Scrapes:
         return exposition(self.document)
 
 
-def drive(server: MetricsServer, done: Callable[[], bool], timeout: float = 10.0) -> None:
+def serve_once(server: MetricsServer) -> None:
+    """``server.service()``, which must never block: it runs in a thread, and one that has not
+    returned after 10 s fails the test instead of hanging it (a bound on a blocked call,
+    generous for a loaded machine; how fast service() is belongs to the bench)."""
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            server.service()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10.0)
+    assert not thread.is_alive(), "service() blocked"
+    if errors:
+        raise errors[0]
+
+
+def drive(server: MetricsServer, done: Callable[[], bool], timeout: float = 30.0) -> None:
     """Run the server as the supervisor loop would: poll its one fd, wake for its deadlines."""
     poller = select.poll()
     poller.register(server.fileno(), select.POLLIN)
@@ -268,9 +288,7 @@ def drive(server: MetricsServer, done: Callable[[], bool], timeout: float = 10.0
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         ready = poller.poll(wait * 1000)
         if ready or (deadline is not None and time.monotonic() >= deadline):
-            started = time.monotonic()
-            server.service()
-            assert time.monotonic() - started < 0.5, "service() blocked"
+            serve_once(server)
 
 
 @pytest.fixture
@@ -415,9 +433,7 @@ def test_a_client_that_never_reads_cannot_block_service() -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         for _ in range(50):
-            started = time.monotonic()
-            server.service()
-            assert time.monotonic() - started < 0.5, "service() blocked on a full socket"
+            serve_once(server)  # a blocking send would never return: the client reads nothing
             time.sleep(0.002)
         assert server.clients == 1 and server.served == 0
         now[0] += 10

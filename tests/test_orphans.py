@@ -35,9 +35,9 @@ def test_workers_exit_when_their_supervisor_is_sigkilled(runtime, mode):
         sup.signal(signal.SIGKILL)
         t0 = time.monotonic()
         assert sup.wait_exit() == -signal.SIGKILL
-        wait_until(
+        wait_until(  # on their own; how soon is the FIGURE below, not a pass mark
             lambda: supkit.all_gone(pids),
-            3.0,
+            30.0,
             lambda: f"orphaned workers gone: {[p for p in pids if not supkit.is_gone(p)]}",
             interval=0.01,
         )
@@ -74,6 +74,6 @@ def test_the_next_start_kills_workers_that_outlived_a_dead_supervisor(runtime):
         with Supervisor(spec, runtime_dir=runtime):
             assert supkit.all_gone(pids)
             log = supkit.read_log(runtime)
-            assert f"killed 2 worker(s) left by dead supervisor pid {sup.pid}" in log
+            assert f"killed 2 process(es) left by dead supervisor pid {sup.pid}: pid" in log
             new = supkit.workers(runtime)
             assert [w["pid"] for w in new] != pids and len(new) == 1

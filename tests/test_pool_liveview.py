@@ -82,7 +82,7 @@ def test_status_shows_each_workers_task_and_age_and_the_counts(
         tasks = [w["task"] for w in workers]
         assert all(type(t) is int for t in tasks) and len(set(tasks)) == 2
         assert all(w["task_age_s"] >= 0.2 for w in workers), workers
-        assert all(w["heartbeat_age_s"] < 5 and w["healthy"] for w in workers)
+        assert all(w["healthy"] for w in workers)  # beating while they run a task
         assert totals(workers) == (3, 1)
 
         in_process = reader.snapshot().workers()

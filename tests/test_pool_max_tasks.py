@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pool_tasks
-import psutil
 import pytest
 from scripts import supkit
+from scripts.supkit import is_gone as gone
 from scripts.supkit import wait_until
 
 import statusboard
@@ -27,22 +27,17 @@ RECYCLED_RE = re.compile(r"worker (\d+) \(pid (\d+)\) recycled: (.*) \(recycle (
 
 
 @pytest.fixture
-def make_pool(tmp_path):
-    """``make_pool(workers, **kwargs)``: a Pool with a kept runtime directory (its log is read
-    after the run), fork unless told, always shut down at teardown."""
-    pools: list[Pool] = []
+def make_pool(make_pool, tmp_path):
+    """conftest's make_pool, each Pool with a kept runtime directory (its log is read after
+    the run) and a test pool name."""
+    made = iter(range(1_000_000))
 
     def make(workers: int = 2, **kwargs: Any) -> Pool:
-        kwargs.setdefault("start_method", "fork")
         kwargs.setdefault("name", supkit.pool_name("mt"))
-        kwargs.setdefault("runtime_dir", tmp_path / f"rt{len(pools)}")
-        p = Pool(workers, **kwargs)
-        pools.append(p)
-        return p
+        kwargs.setdefault("runtime_dir", tmp_path / f"rt{next(made)}")
+        return make_pool(workers, **kwargs)
 
-    yield make
-    for p in pools:
-        p.shutdown(wait=True, cancel_futures=True)
+    return make
 
 
 def attempts(directory: Path, key: object) -> int:
@@ -52,13 +47,6 @@ def attempts(directory: Path, key: object) -> int:
 
 def log_lines(p: Pool) -> list[str]:
     return (Path(p.runtime_dir) / "supervisor.log").read_text().splitlines()
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class BoardWatch:

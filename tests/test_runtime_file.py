@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import stat
 import zlib
@@ -23,6 +24,7 @@ from statusboard.errors import (
 )
 
 TMP_GLOB = ".runtime.json.*.tmp"
+SEEN_ENOUGH = 20  # the reader must read files of this many different writes while they are written
 
 
 def document(**overrides: Any) -> dict[str, Any]:
@@ -119,8 +121,8 @@ from pathlib import Path
 from statusboard import runtime_file
 from statusboard.errors import RuntimeFileError
 
-directory, stop = Path(sys.argv[1]), Path(sys.argv[2])
-reads, errors, error_count, mixed, seqs = 0, [], 0, [], set()
+directory, stop, SEEN_ENOUGH = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+reads, errors, error_count, mixed, seqs, told = 0, [], 0, [], set(), False
 print("reading", flush=True)
 while True:
     last = stop.exists()
@@ -141,6 +143,9 @@ while True:
         )
         if not whole and len(mixed) < 5:
             mixed.append(doc["seq"])
+        if len(seqs) >= SEEN_ENOUGH and not told:
+            print("seen", flush=True)  # enough files, each from a different write, read whole
+            told = True
     if last:
         break
 print(json.dumps({"reads": reads, "errors": errors, "error_count": error_count,
@@ -173,12 +178,15 @@ def test_readers_never_see_a_partial_file_while_writers_are_killed(
         },
     )
     stop = runtime_dir.parent / "stop-reading"
-    reader = spawn.python(_READER, runtime_dir, stop)
+    reader = spawn.python(_READER, runtime_dir, stop, SEEN_ENOUGH)
     assert read_line(reader) == "reading"
 
+    # Writers are killed until 6 were, 500 files were written and the reader has read files
+    # of SEEN_ENOUGH different writes: counts of what happened, however fast the machine.
     kills = 0
-    while kills < 6 or _seq(runtime_dir) < 500:
-        assert kills < 40, "the writers make no progress"
+    reader_has_seen = False
+    while kills < 6 or _seq(runtime_dir) < 500 or not reader_has_seen:
+        assert kills < 400, "the writers make no progress"
         first = _seq(runtime_dir) + 1
         writer = spawn.python(_WRITER, runtime_dir, first, 100_000)
         assert read_line(writer, timeout=30) == "writing"
@@ -188,6 +196,9 @@ def test_readers_never_see_a_partial_file_while_writers_are_killed(
         os.kill(writer.pid, signal.SIGKILL)
         assert writer.wait(timeout=10) == -signal.SIGKILL
         kills += 1
+        if not reader_has_seen and select.select([reader.stdout], [], [], 0)[0]:
+            assert read_line(reader) == "seen"
+            reader_has_seen = True
 
     # One writer that is allowed to finish.
     first = _seq(runtime_dir) + 1
@@ -202,8 +213,8 @@ def test_readers_never_see_a_partial_file_while_writers_are_killed(
     context = f"seed {seed}, {kills} kills: {seen}"
     assert seen["error_count"] == 0, context
     assert seen["mixed"] == [], context
-    assert seen["reads"] >= 100, context
-    assert seen["distinct_seqs"] >= 20, context  # it really read while the writers wrote
+    # It really read while the writers wrote (the loop above waited for it).
+    assert seen["reads"] >= seen["distinct_seqs"] >= SEEN_ENOUGH, context
 
     final_doc = runtime_file.read(runtime_dir)
     assert final_doc["seq"] == first + 19

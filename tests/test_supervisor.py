@@ -16,6 +16,7 @@ from scripts.supkit import wait_until
 
 import statusboard
 from pool.errors import AlreadyRunning, PoolError, SpecError
+from pool.slot import WorkerHooks
 from pool.supervisor import Supervisor
 from statusboard.probe import probe
 
@@ -109,7 +110,9 @@ def test_return_is_code_0_a_crash_is_its_signal_and_raise_is_code_1_with_traceba
     assert 'targets.py", line' in traceback and "in raise_now" in traceback
 
 
-def test_crash_is_replaced_quickly(runtime):
+def test_a_first_crash_is_replaced_at_once(runtime):
+    """A slot's first crash is restarted without backoff (the log says so); how fast is a
+    figure (bench group supervisor measures crash -> replacement against the peers)."""
     spec = supkit.make_spec("well_behaved", workers=4)
     latencies = []
     with Supervisor(spec, runtime_dir=runtime), statusboard.attach(runtime) as reader:
@@ -123,7 +126,7 @@ def test_crash_is_replaced_quickly(runtime):
                 row = reader.snapshot().workers()[slot]
                 return row["state"] == "running" and row["pid"] != old["pid"]
 
-            wait_until(replaced, 5, f"slot {slot} replaced", interval=0.0005)
+            wait_until(replaced, 30, f"slot {slot} replaced", interval=0.0005)
             latencies.append(time.monotonic() - t0)
             assert supkit.is_gone(old["pid"])
         rows = reader.snapshot().workers()
@@ -134,8 +137,13 @@ def test_crash_is_replaced_quickly(runtime):
         f"\nFIGURE crash->running latency ms: {[round(x * 1000, 1) for x in latencies]} "
         f"median {statistics.median(latencies) * 1000:.1f}"
     )
-    assert max(latencies) < 1.0
-    assert "perhaps out of memory?" in supkit.read_log(runtime)
+    log = supkit.read_log(runtime)
+    for slot in range(4):
+        assert f"worker {slot} restarting (restart 1)" in log, log  # at once: no "restarting in"
+    assert "restarting in" not in log, log
+    # Nothing ran out of memory here: the words say who killed it, not a guess.
+    assert "signal SIGKILL; killed from outside (not by poolctl, not by the OOM killer)" in log
+    assert "out of memory" not in log
 
 
 @pytest.mark.parametrize("target", ["hang", "stop_beating"])
@@ -145,7 +153,7 @@ def test_a_worker_that_stops_beating_is_killed_and_replaced(runtime, target):
     with Supervisor(spec, runtime_dir=runtime), statusboard.attach(runtime) as reader:
         first = reader.snapshot().raw_rows()[0]
         old_pid, last_beat = first["pid"], first["heartbeat_ns"]
-        deadline = time.monotonic() + timeout + 5
+        deadline = time.monotonic() + timeout + 30  # a bound for the wait, not a pass mark
         while time.monotonic() < deadline:
             row = reader.snapshot().raw_rows()[0]
             if row["pid"] == old_pid:
@@ -159,7 +167,7 @@ def test_a_worker_that_stops_beating_is_killed_and_replaced(runtime, target):
         new = reader.snapshot().workers()[0]
     beyond = (replaced_at - last_beat) / 1e9 - timeout
     print(f"\nFIGURE {target}: replaced {beyond * 1000:.1f} ms after heartbeat_timeout expired")
-    assert -0.01 <= beyond < 1.0
+    assert beyond >= -0.01  # never before its heartbeat was heartbeat_timeout old
     assert new["generation"] == 2 and new["restarts"] == 1
     assert supkit.is_gone(old_pid)
     log = supkit.read_log(runtime)
@@ -215,11 +223,11 @@ def test_boot_error_stops_the_pool_with_the_reason(runtime, target):
     expected = BOOT_ERRORS[target]
     spec = supkit.make_spec(target, workers=2)
     sup = Supervisor(spec, runtime_dir=runtime)
-    t0 = time.monotonic()
     with pytest.raises(PoolError) as err:
-        sup.start(timeout=15)
-    assert time.monotonic() - t0 < 5
+        sup.start(timeout=60)
+    # The boot error itself ends the start, not the wait for readiness running out.
     assert expected in str(err.value)
+    assert "not ready within" not in str(err.value), err.value
     result = sup.stop()
     assert not result.ok
     assert result.boot_error is not None and expected in result.boot_error
@@ -319,7 +327,7 @@ def test_rolling_restart_replaces_every_worker_keeping_n_minus_1_running(runtime
         generation = reader.snapshot().header["generation"]
         sup.rolling_restart()
         samples, fewest, seen_rolling = 0, n, False
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a bound for the wait, not a pass mark
         while True:
             snap = reader.snapshot()
             rows = snap.workers()
@@ -354,21 +362,42 @@ def test_rolling_restart_replaces_every_worker_keeping_n_minus_1_running(runtime
     assert slots == [0, 0, 1, 1, 2, 2], order
 
 
-def test_a_replacement_never_inherits_its_predecessors_stop_flag(runtime, monkeypatch):
+class _HoldForkWindow(WorkerHooks):
+    """Holds the supervisor right after each fork, before the new row names the process, until
+    that process has read its stop flag (its first beat) or is gone: the window in which a
+    flag left by the slot's previous process would be taken for its own stop, wide open
+    instead of a rare race."""
+
+    def __init__(self) -> None:
+        self.sup: Supervisor | None = None
+        self.held: list[tuple[int, int, str]] = []  # (slot, generation, how the hold ended)
+
+    def forked(self, slot: int, generation: int, pid: int) -> None:
+        assert self.sup is not None and self.sup.board is not None
+        board = self.sup.board
+        deadline = time.monotonic() + 30  # a timeout for the condition, not a threshold
+        how = "timeout"
+        while time.monotonic() < deadline:
+            if board.word(slot, "beats") > 0:
+                how = "beat"
+                break
+            if supkit.is_gone(pid):
+                how = "gone"
+                break
+            time.sleep(0.002)
+        self.held.append((slot, generation, how))
+
+
+def test_a_replacement_never_inherits_its_predecessors_stop_flag(runtime):
     """Rolling restart and retire leave stop_requested set on the row; the next process in
-    that slot must not read it as its own stop. Slowing the supervisor right after the fork
-    makes the window (fork -> flag cleared) wide instead of a rare race."""
-    import pool.supervisor
-
-    real_start_ticks = pool.supervisor.start_ticks
-
-    def slow_start_ticks(pid):
-        time.sleep(0.3)
-        return real_start_ticks(pid)
-
-    spec = supkit.make_spec("well_behaved", workers=2)
-    with Supervisor(spec, runtime_dir=runtime) as sup:
-        monkeypatch.setattr(pool.supervisor, "start_ticks", slow_start_ticks)
+    that slot must not read it as its own stop. The hook keeps the supervisor from touching
+    the row between fork and the new process's first look at its flag, so without the clear
+    before the fork the replacement would see the flag every time (checked: it does)."""
+    hold = _HoldForkWindow()
+    spec = supkit.make_spec("stop_flag_at_birth", workers=2)
+    sup = Supervisor(spec, runtime_dir=runtime, hooks=hold)
+    hold.sup = sup
+    with sup:
         old = {w["slot"]: w["pid"] for w in supkit.workers(runtime)}
         sup.rolling_restart()
 
@@ -377,15 +406,19 @@ def test_a_replacement_never_inherits_its_predecessors_stop_flag(runtime, monkey
             done = all(w["generation"] >= 2 and w["state"] == "running" for w in rows)
             return rows if done and len(rows) == 2 else None
 
-        rows = wait_until(rolled, 10, lambda: f"both slots rolled: {supkit.workers(runtime)}")
+        rows = wait_until(rolled, 30, lambda: f"both slots rolled: {supkit.workers(runtime)}")
         assert [w["generation"] for w in rows] == [2, 2]
+        assert [w["progress"] for w in rows] == [0.0, 0.0]  # neither saw a stop at birth
         assert [w["restarts"] for w in rows] == [0, 0]
         assert all(w["pid"] != old[w["slot"]] for w in rows)
         sup.scale(1)
-        wait_until(lambda: supkit.running(runtime, 1), 10, "scaled down to 1")
+        wait_until(lambda: supkit.running(runtime, 1), 30, "scaled down to 1")
         sup.scale(2)
-        rows = wait_until(lambda: supkit.running(runtime, 2), 10, "scaled back up to 2")
+        rows = wait_until(lambda: supkit.running(runtime, 2), 30, "scaled back up to 2")
+        assert [w["progress"] for w in rows] == [0.0, 0.0]
         assert [w["restarts"] for w in rows] == [0, 0]
+    # Every spawn was held until its process had looked: 2 first, 2 rolled, 1 after the scale-up.
+    assert [how for _, _, how in hold.held] == ["beat"] * 5, hold.held
     assert not re.search(r"worker \d restarting", supkit.read_log(runtime)), supkit.read_log(runtime)
 
 

@@ -11,10 +11,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer.main
 from cli_targets import POOLCTL, TESTS_DIR, Cli, run, wait_for
 
+from cli.app import app
 from cli.systemd_unit import UnitOptions, poolctl_command, render_unit
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -86,18 +89,14 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_start_options_reach_exec_start(tmp_path: Path) -> None:
+    """How given start options are written (each start option: the derived tests below), and
+    the unit's own options."""
     text = unit(
         "cli_targets:steady",
         "-w", "4",
-        "--heartbeat-timeout", "10",
         "--grace", "2",
-        "--restart", "transient",
-        "--max-restarts", "3",
-        "--restart-window", "30",
         "--max-rss", "512M",
-        "--max-age", "3600",
-        "--metrics-port", "9100",
-        "--log-format", "json",
+        "--restart-window", "30.5",
         "--watchdog-sec", "2.5",
         "--user", "nobody",
         "--description", "Crunchers",
@@ -110,16 +109,10 @@ def test_start_options_reach_exec_start(tmp_path: Path) -> None:
     assert exec_argv(service["ExecStart"])[4:] == [
         "cli_targets:steady",
         "--foreground",
-        "--workers", "4",
-        "--heartbeat-timeout", "10",
-        "--grace", "2",
-        "--restart", "transient",
-        "--max-restarts", "3",
-        "--restart-window", "30",
-        "--max-rss", "512M",
-        "--max-age", "3600",
-        "--metrics-port", "9100",
-        "--log-format", "json",
+        "--workers", "4",  # by its long name
+        "--grace", "2",  # a whole number of seconds as one
+        "--restart-window", "30.5",
+        "--max-rss", "512M",  # as written
     ]  # fmt: skip
     assert service["TimeoutStopSec"] == "12"  # grace 2 + 10
     assert service["WatchdogSec"] == "2500ms"
@@ -131,6 +124,87 @@ def test_start_options_reach_exec_start(tmp_path: Path) -> None:
     ]
     assert settings(text, "Unit")["Description"] == "Crunchers"
     assert settings(text, "Install") == {"WantedBy": "default.target"}
+
+
+# -- the options are start's ---------------------------------------------------------------------
+
+# The start options a unit deliberately leaves out, each with the reason. Every other start
+# option must be a systemd-unit option of the same type and reach ExecStart as given.
+NOT_IN_UNIT = {
+    "--foreground": "ExecStart always has it: the supervisor is the service's main process (Type=notify)",
+    "--wait": "only a detached start waits for the first beats; under systemd, READY=1 is the readiness",
+}
+# Values for options whose type alone does not give a valid one.
+SAMPLES = {"--max-rss": "512M", "--metrics-host": "0.0.0.0", "--metrics-port": "9100"}
+
+
+# typer 0.28 carries its own click (typer._click): the commands are read by duck typing.
+
+
+def _commands() -> tuple[Any, Any]:
+    """The click commands typer builds for start and systemd-unit."""
+    group = typer.main.get_command(app)
+    return group.commands["start"], group.commands["systemd-unit"]  # type: ignore[attr-defined]
+
+
+def _options(command: Any) -> dict[str, Any]:
+    """Each option by its first long name (``--workers`` for ``-w/--workers``)."""
+    return {
+        next(o for o in param.opts if o.startswith("--")): param
+        for param in command.params
+        if param.param_type_name == "option"
+    }
+
+
+def _sample(option: str, param: Any) -> list[str]:
+    """A valid value for ``option`` that differs from its default, as command-line words."""
+    if param.is_flag:
+        return [option]
+    if option in SAMPLES:
+        return [option, SAMPLES[option]]
+    kind = param.type
+    if kind.name == "choice":
+        default = getattr(param.default, "value", param.default)
+        return [option, next(str(c) for c in reversed(kind.choices) if c != default)]
+    if kind.name in ("integer", "int range"):
+        return [option, str((getattr(kind, "min", None) or 0) + 3)]
+    if kind.name in ("float", "float range"):
+        return [option, "2.5"]
+    raise AssertionError(f"give a sample value for {option} ({kind!r}) in SAMPLES")
+
+
+def _shape(param: Any) -> tuple[Any, ...]:
+    """What must match between a start option and its systemd-unit twin."""
+    return (param.opts, param.secondary_opts, repr(param.type), param.multiple, param.is_flag)
+
+
+def test_every_start_option_is_a_unit_option_or_deliberately_left_out() -> None:
+    start, unit_command = _commands()
+    start_options = _options(start)
+    unit_options = _options(unit_command)
+    assert set(NOT_IN_UNIT) <= set(start_options), "NOT_IN_UNIT names options start does not have"
+    assert all(reason for reason in NOT_IN_UNIT.values())
+    missing = sorted(set(start_options) - set(NOT_IN_UNIT) - set(unit_options))
+    assert missing == [], f"start options systemd-unit does not accept: {missing}"
+    for option in NOT_IN_UNIT:
+        assert option not in unit_options, f"{option} is left out of units but systemd-unit takes it"
+    for option in set(start_options) - set(NOT_IN_UNIT):
+        assert _shape(unit_options[option]) == _shape(start_options[option]), option
+    start_args = [(p.name, repr(p.type)) for p in start.params if p.param_type_name == "argument"]
+    unit_args = [(p.name, repr(p.type)) for p in unit_command.params if p.param_type_name == "argument"]
+    assert unit_args == start_args
+
+
+def test_every_start_option_given_reaches_exec_start(tmp_path: Path) -> None:
+    """All of them at once, each with a non-default value: ExecStart has each as given."""
+    start, _ = _commands()
+    given = [_sample(option, param) for option, param in _options(start).items() if option not in NOT_IN_UNIT]
+    text = unit("cli_targets:steady", *[word for pair in given for word in pair], cwd=tmp_path)
+    argv = exec_argv(settings(text)["ExecStart"])
+    assert argv[4:6] == ["cli_targets:steady", "--foreground"]
+    rest = argv[6:]
+    pairs = [rest[i : i + 2] for i in range(0, len(rest), 2)]
+    assert sorted(pairs) == sorted(given), (rest, given)
 
 
 def test_watchdog_0_means_no_watchdog() -> None:
@@ -241,21 +315,9 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 def test_exec_start_runs_the_pool_and_sigterm_stops_it(cli: Cli, spawn) -> None:
     """What systemd does: run ExecStart in WorkingDirectory, wait, then SIGTERM the main process."""
     result = run(
-        [
-            POOLCTL,
-            "--name",
-            cli.name,
-            "--runtime-dir",
-            str(cli.directory),
-            "systemd-unit",
-            "cli_targets:steady",
-            "-w",
-            "2",
-            "--heartbeat-timeout",
-            "5",
-            "--grace",
-            "0.5",
-        ]
+        cli.argv(
+            "systemd-unit", "cli_targets:steady", "-w", "2", "--heartbeat-timeout", "5", "--grace", "0.5"
+        )
     )
     assert result.code == 0, str(result)
     service = settings(result.out)

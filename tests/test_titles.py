@@ -13,7 +13,7 @@ import signal
 import subprocess
 
 import pytest
-from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, wait_for
+from cli_targets import FAST, TESTS_DIR, Cli, wait_for
 from scripts import supkit
 
 import statusboard
@@ -82,7 +82,7 @@ def test_a_retitled_process_keeps_its_environment(cli: Cli) -> None:
 
 
 def test_ps_shows_the_foreground_supervisor(cli: Cli, spawn) -> None:
-    argv = [POOLCTL, "--name", cli.name, "--runtime-dir", str(cli.directory), "start", "cli_targets:steady"]
+    argv = cli.argv("start", "cli_targets:steady")
     proc = spawn([*argv, "-w", "1", *FAST, "--foreground"], cwd=TESTS_DIR)
     _, document = wait_for(lambda: (s := cli.status())[0] == 0 and s, 20.0, "the foreground pool to run")
     assert document["supervisor"]["pid"] == proc.pid

@@ -18,9 +18,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psutil
+from cli_targets import wait_for
 
 import statusboard
 from pool.spec import PoolSpec
@@ -80,15 +81,7 @@ def wait_until(
     interval: float = 0.005,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            detail = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout}s waiting for {detail}")
-        time.sleep(interval)
+    return cast(T, wait_for(predicate, timeout, what, interval))
 
 
 # -- reading the pool -----------------------------------------------------------

@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pool import output_log
 from pool.errors import AlreadyRunning, PoolError
@@ -136,24 +137,62 @@ def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def main(argv: list[str]) -> int:
-    """Daemon entry: ``python -m pool.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
+def _daemon_supervisor(spec: PoolSpec, runtime_dir: str, ready_fd: int) -> Any:
+    """A Supervisor that knows its output logger (pool.output_log) is its child like the
+    workers: as a child subreaper it kills children that are not workers, taking them for
+    orphans of dead workers (pool.containment), and the logger must live.
+
+    A stopgap until Supervisor takes its helper pids as a parameter (its _not_orphans is
+    private to it): a subclass here keeps this inside the daemon's own file.
+    """
     from pool.supervisor import Supervisor
 
+    class DaemonSupervisor(Supervisor):
+        output: output_log.OutputLogger | None = None
+
+        def _not_orphans(self) -> set[int]:
+            pids = super()._not_orphans()
+            if self.output is not None:
+                pids |= self.output.children()
+            return pids
+
+    return DaemonSupervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
+
+
+def main(argv: list[str]) -> int:
+    """Daemon entry: ``python -m pool.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
     spec_json, runtime_dir, ready = argv
     ready_fd = int(ready)
     try:
         spec = PoolSpec(**json.loads(spec_json))
-        supervisor = Supervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
     except (PoolError, ValueError, TypeError) as exc:
         os.write(ready_fd, f"failed: {exc}\n".encode())
         return 1
     set_title(supervisor_title(spec.name))
-    # Before any worker exists, so they all inherit the logger's pipe. Not while another
-    # supervisor holds the lock (run() refuses then): two loggers would rotate one file.
+    # First, before any worker exists, so they all inherit the logger's pipe; and before the
+    # supervisor's imports, so the forked logger is small. Not while another supervisor holds
+    # the lock (run() refuses then): two loggers would rotate one file.
     logger = None
-    if not lock_holder_present(supervisor.runtime_dir / LOCK_NAME):
-        logger = output_log.start(supervisor.runtime_dir, spec.name)
+    if not lock_holder_present(Path(runtime_dir) / LOCK_NAME):
+        logger = output_log.start(Path(runtime_dir), spec.name)
+    try:
+        return _supervise(spec, runtime_dir, ready_fd, logger)
+    finally:
+        if logger is not None:
+            left = logger.finish()
+            if left:  # should never be: finish() kills what is left; say so where a user looks
+                sys.stderr.write(f"poolctl: output logger pid(s) {left} survived SIGKILL\n")
+
+
+def _supervise(
+    spec: PoolSpec, runtime_dir: str, ready_fd: int, logger: output_log.OutputLogger | None
+) -> int:
+    try:
+        supervisor = _daemon_supervisor(spec, runtime_dir, ready_fd)
+    except (PoolError, ValueError, TypeError) as exc:
+        os.write(ready_fd, f"failed: {exc}\n".encode())
+        return 1
+    supervisor.output = logger
     try:
         result = supervisor.run(install_signals=True)
     except AlreadyRunning as exc:
@@ -166,11 +205,6 @@ def main(argv: list[str]) -> int:
 
         traceback.print_exc()
         return 1
-    finally:
-        if logger is not None:
-            left = logger.finish()
-            if left:  # should never be: finish() kills its group; say so where a user looks
-                sys.stderr.write(f"poolctl: output logger pid(s) {left} survived SIGKILL\n")
     return 0 if result.ok else 1
 
 

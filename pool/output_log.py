@@ -109,6 +109,26 @@ class OutputLogger:
         self._wait(0.1)
         return left
 
+    def children(self) -> set[int]:
+        """This logger's processes that are children of the daemon: the keeper, or, if it was
+        killed, its copier re-parented to us (the daemon is a child subreaper) and promoted.
+        The supervisor must not take them for orphans of dead workers."""
+        if self._code is None and start_ticks(self.pid) is not None:
+            return {self.pid}
+        from pool.proctree import children
+
+        return {pid for pid in children(os.getpid()) if self._titled(pid)}
+
+    def _titled(self, pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            return False
+        return (
+            cmdline.startswith(f"{TITLE_PREFIX}[{self.pool}]".encode()) or b"\0pool.output_log\0" in cmdline
+        )
+
     def _wait(self, timeout: float) -> int | None:
         """The keeper's exit code (negative: a signal), or None while it runs (pidfd: woken at
         its exit, not by polling)."""
@@ -134,17 +154,7 @@ class OutputLogger:
 
     def _remains(self) -> list[int]:
         """Live processes of our process group titled as this pool's logger."""
-        title = f"{TITLE_PREFIX}[{self.pool}]".encode()
-        found = []
-        for pid in _group_members(os.getpgrp()):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
-            if cmdline.startswith(title) or b"\0pool.output_log\0" in cmdline:
-                found.append(pid)
-        return found
+        return [pid for pid in _group_members(os.getpgrp()) if self._titled(pid)]
 
 
 def start(

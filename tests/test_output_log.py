@@ -38,7 +38,7 @@ import os, sys
 TOTAL_MB = 100
 
 def work(ctx):
-    if ctx.slot == 0:
+    if ctx.slot == 0 or ctx.generation > 1:
         out = sys.stdout.buffer
         line = 0
         for _ in range(TOTAL_MB):
@@ -49,7 +49,7 @@ def work(ctx):
             out.write(chunk)
             out.flush()
             ctx.beat()
-        out.write(b"done printing %d lines\\n" % line)
+        out.write(b"done printing %d lines (generation %d)\\n" % (line, ctx.generation))
         out.flush()
     while not ctx.wait(0.05):
         ctx.beat()
@@ -96,7 +96,7 @@ def test_a_worker_printing_100mb_leaves_bounded_rotated_output(cli: Cli, chatty:
 
     # The latest lines, whole and in order, end with the marker.
     last = cli.ok("logs", "--output", "-n", "3").out.splitlines()
-    assert last[-1] == f"done printing {100 * MB // 100} lines" or last[-1].startswith("done printing"), last
+    assert last[-1].startswith("done printing") and last[-1].endswith("(generation 1)"), last
     numbers = [int(line.split()[1]) for line in last[:-1]]
     assert numbers == sorted(numbers) and numbers[1] == numbers[0] + 1, last
 
@@ -110,6 +110,50 @@ def test_a_worker_printing_100mb_leaves_bounded_rotated_output(cli: Cli, chatty:
     assert logger_processes(cli.name), "no output logger runs for the detached pool"
     stopped = cli("stop")
     assert stopped.code == 0, str(stopped)
+    assert not logger_processes(cli.name)
+
+
+def test_the_logger_is_not_taken_for_an_orphan_of_a_dead_worker(cli: Cli, chatty: Path) -> None:
+    """The daemon is a child subreaper that kills children of its which are not workers
+    (pool.containment: orphans of dead workers). Its logger is such a child, and must live:
+    past the periodic sweep and a worker's death, the same logger copies on."""
+    chatty.write_text(CHATTY.replace("TOTAL_MB = 100", "TOTAL_MB = 1"))
+    cli.start(f"{chatty}:work", workers=2)
+    wait_for(lambda: len(logger_processes(cli.name)) == 2, 10, "the keeper and its copier")
+    before = sorted(p.pid for p in logger_processes(cli.name))
+    victim = cli.status()[1]["workers"][1]
+    os.kill(victim["pid"], signal.SIGKILL)  # a worker exit: the supervisor looks for orphans
+    wait_for(
+        lambda: (w := cli.status()[1]["workers"][1])["pid"] != victim["pid"] and w["state"] == "running",
+        20,
+        "worker 1 replaced",
+    )
+    sweeps = cli.log_lines()  # and the periodic sweep (every 5 s), twice over
+    deadline = time.monotonic() + 11
+    while time.monotonic() < deadline:
+        assert sorted(p.pid for p in logger_processes(cli.name)) == before, cli.log_lines()[len(sweeps) :]
+        time.sleep(0.5)
+    # Worker 1's replacement printed its own 1 MB through the same logger.
+    last = cli("logs", "--output", "-n", "1").out
+    assert last.startswith("done printing") and last.endswith("(generation 2)\n"), last
+
+    # The keeper SIGKILLed: its copier, re-parented to the daemon, becomes the keeper; it too
+    # is the daemon's helper, not an orphan. The next replacement's output still arrives.
+    (keeper,) = [p.pid for p in logger_processes(cli.name) if p.ppid() == cli.supervisor()[0]]
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: len([p for p in logger_processes(cli.name) if p.pid != keeper]) == 2, 10, "a new copier")
+    after = sorted(p.pid for p in logger_processes(cli.name))
+    victim = cli.status()[1]["workers"][1]
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_for(lambda: cli.status()[1]["workers"][1]["generation"] == 3, 20, "worker 1's third generation")
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert sorted(p.pid for p in logger_processes(cli.name)) == after
+        time.sleep(0.5)
+    wait_for(
+        lambda: cli("logs", "--output", "-n", "1").out.endswith("(generation 3)\n"), 20, "generation 3's line"
+    )
+    assert cli("stop").code == 0
     assert not logger_processes(cli.name)
 
 
@@ -261,9 +305,7 @@ def test_a_killed_copier_is_replaced_and_writers_never_see_a_broken_pipe(
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: one.copier() not in (None, first), 10, "a new copier")
     one.write(b"after the copier died\n")  # would raise BrokenPipeError with no reader left
-    wait_for(
-        lambda: b"after the copier died" in (runtime_dir / OUTPUT_NAME).read_bytes(), 10, "the line"
-    )
+    wait_for(lambda: b"after the copier died" in (runtime_dir / OUTPUT_NAME).read_bytes(), 10, "the line")
 
     # The keeper killed: its copier becomes the keeper and starts a copier of its own.
     survivor = one.copier()
@@ -275,9 +317,7 @@ def test_a_killed_copier_is_replaced_and_writers_never_see_a_broken_pipe(
         "the promoted keeper's copier",
     )
     one.write(b"after the keeper died\n")
-    wait_for(
-        lambda: b"after the keeper died" in (runtime_dir / OUTPUT_NAME).read_bytes(), 10, "the line"
-    )
+    wait_for(lambda: b"after the keeper died" in (runtime_dir / OUTPUT_NAME).read_bytes(), 10, "the line")
     one.close()
     wait_for(lambda: not one.group(), 10, "the logger to end at EOF")
 

@@ -66,6 +66,7 @@ CARRY_S = 0.2  # copier: a partial line (no newline yet) is held back at most th
 CARRY_MAX = 64 << 10  # ... and only while shorter than this
 DRAIN_S = 0.5  # asked to end, or the supervisor died: drain at most this long
 CHECK_S = 1.0  # keeper: how often it checks that the supervisor lives
+POLL_S = 0.1  # keeper, without pidfds: how often it looks for its copier's exit
 REOPEN_S = 1.0  # copier: retry a failed open, and check output.log is still its file, this often
 RESPAWN_S = 0.5  # a copier that died younger than this is replaced only after this pause
 FINISH_S = 1.0  # daemon: wait this long for the logger to write the rest and end
@@ -134,15 +135,22 @@ class OutputLogger:
         its exit, not by polling)."""
         if self._code is not None:
             return self._code
+        deadline = time.monotonic() + timeout
         try:
             pidfd = os.pidfd_open(self.pid)
-        except OSError:
-            pidfd = -1  # already reaped by someone else: only its title can tell
+        except (OSError, AttributeError):
+            pidfd = -1  # no pidfds here (Linux < 5.3), or it is gone: look every 10 ms
         try:
-            if pidfd >= 0:
-                select.select([pidfd], [], [], timeout)
-            found, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
+            while True:
+                found, status = os.waitpid(self.pid, os.WNOHANG)
+                left = deadline - time.monotonic()
+                if found or left <= 0:
+                    break
+                if pidfd >= 0:
+                    select.select([pidfd], [], [], left)
+                else:
+                    time.sleep(min(left, 0.01))
+        except ChildProcessError:  # reaped by someone else: only its title can tell
             return None if self._remains() else -1
         finally:
             if pidfd >= 0:
@@ -453,8 +461,10 @@ def run(config: _Config, wake: int) -> int:
             code = _copier(config, keeper, wake)
             if code != _PROMOTE:
                 os._exit(code)
+            # A keeper now. Its new parent is the daemon (a child subreaper) or init: told of
+            # the daemon's death by signal if it is the daemon, else it looks (see _keeper).
             _Flags.promote = False
-            _parent_death_signal(0)  # a keeper now: its new parent (init) means nothing
+            config.death_signal = _parent_death_signal(signal.SIGUSR1)
             continue
         outcome = _keeper(config, copier, born, wake)
         if outcome is not None:
@@ -463,10 +473,13 @@ def run(config: _Config, wake: int) -> int:
 
 def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
     """Wait for the copier. Returns an exit code to end with, or None to start a new copier."""
-    pidfd = os.pidfd_open(copier)
+    try:
+        pidfd = os.pidfd_open(copier)
+    except (OSError, AttributeError):
+        pidfd = -1  # no pidfds here (Linux < 5.3): look every POLL_S
     asked = False
     kill_at: float | None = None
-    # The supervisor's own child has its parent-death signal: no need to wake and look.
+    # A child of the supervisor with its parent-death signal set need not wake to look.
     signalled = config.death_signal and os.getppid() == config.supervisor[0]
     try:
         while True:
@@ -474,10 +487,12 @@ def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
                 timeout: float | None = max(0.0, kill_at - time.monotonic())
             else:
                 timeout = None if signalled else CHECK_S
-            ready, _, _ = select.select([pidfd, wake], [], [], timeout)
+            if pidfd < 0:
+                timeout = POLL_S if timeout is None else min(timeout, POLL_S)
+            ready, _, _ = select.select([fd for fd in (pidfd, wake) if fd >= 0], [], [], timeout)
             _drain(wake)
-            if pidfd in ready:
-                _, status = os.waitpid(copier, 0)
+            found, status = os.waitpid(copier, os.WNOHANG) if pidfd < 0 or pidfd in ready else (0, 0)
+            if found:
                 code = os.waitstatus_to_exitcode(status)
                 if code == 0 or asked:
                     return 0  # EOF, everything written; or it ended because we asked
@@ -491,7 +506,8 @@ def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
             elif kill_at is not None and time.monotonic() >= kill_at:
                 _signal(copier, signal.SIGKILL)
     finally:
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 def _copier(config: _Config, keeper: int, wake: int) -> int:

@@ -168,19 +168,31 @@ def test_the_supervisor_killed_takes_the_logger_with_it(cli: Cli) -> None:
 # -- the logger alone, through a pipe ---------------------------------------------------------
 
 
+NO_PIDFDS = "import os, sys; del os.pidfd_open; from pool.output_log import main; main(sys.argv[1:])"
+
+
 class Logger:
     """``python -m pool.output_log`` on a pipe, as the daemon starts it (own process group)."""
 
-    def __init__(self, directory: Path, *, max_bytes: int, backups: int, supervisor: int | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        backups: int,
+        supervisor: int | None = None,
+        pidfds: bool = True,
+    ):
         self.directory = directory
         sup = os.getpid() if supervisor is None else supervisor
         read_end, self.fd = os.pipe()
         self.pool = f"t{os.getpid()}-{time.monotonic_ns()}"
+        # Without pidfds (Linux < 5.3): os.pidfd_open removed before the logger runs.
+        program = ["-m", "pool.output_log"] if pidfds else ["-c", NO_PIDFDS]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "pool.output_log",
+                *program,
                 str(directory),
                 self.pool,
                 str(max_bytes),
@@ -295,10 +307,11 @@ def test_a_line_longer_than_the_limit_is_cut_not_kept_whole(
     assert all(size <= 100 for size in files.values()), files
 
 
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfds", "no-pidfds"])
 def test_a_killed_copier_is_replaced_and_writers_never_see_a_broken_pipe(
-    logger: Callable[..., Logger], runtime_dir: Path
+    logger: Callable[..., Logger], runtime_dir: Path, pidfds: bool
 ) -> None:
-    one = logger(max_bytes=10 * MB, backups=1)
+    one = logger(max_bytes=10 * MB, backups=1, pidfds=pidfds)
     one.write(b"before\n")
     first = one.copier()
     assert first is not None

@@ -17,12 +17,13 @@ never sees their writes. The options weighed:
   would make the daemon multi-threaded, and it forks its workers;
 - the pipe read by a small process of its own (chosen; s6-log's design): it sees every
   byte, so each file holds at most max_bytes and lines are kept whole where they fit, and
-  the supervisor loop is untouched. It costs one interpreter (~10 MB) per detached pool.
+  the supervisor loop is untouched. It costs two small processes per detached pool
+  (forked from the daemon: ~5 MB PSS each here).
 
-The daemon (pool.daemon, via ``start``) makes the pipe, starts ``python -m
-pool.output_log`` with the read end as its stdin, and puts the write end on its own fds 1
-and 2, which its workers inherit. The logger is two processes, in the daemon's process
-group (so a kill of the pool's group, `stop`'s last resort, takes them too):
+The daemon (pool.daemon, via ``start``), first thing, makes the pipe, forks the logger
+with the read end as its stdin, and puts the write end on its own fds 1 and 2, which its
+workers inherit. The logger is two processes, in the daemon's process group (so a kill of
+the pool's group, `stop`'s last resort, takes them too):
 
 - the keeper holds the read end and only waits: when the copier dies (SIGKILL, a bug) it
   starts another. The pipe never loses its last reader meanwhile, which matters: with no
@@ -37,8 +38,10 @@ ignored: they are commands for the supervisor, and the logger must outlive the
 supervisor's stop to write its last words. SIGUSR1 asks it to drain and end now. The
 daemon waits for it before exiting (``OutputLogger.finish``), so a stop that verified the
 supervisor gone has the logger gone too; SIGKILL by pid is the last resort. Idle, neither
-process wakes: the keeper hears of the daemon's death by parent-death signal (a promoted
-keeper, whose parent is not the daemon, checks every CHECK_S instead).
+process wakes: the keeper hears of the daemon's death by parent-death signal (a keeper
+whose parent is not the daemon checks every CHECK_S instead). The daemon's supervisor is a
+child subreaper that kills its children that are not workers (pool.containment): it is
+told that the logger's are not orphans (``OutputLogger.children``).
 
 A write that fails (disk full, the runtime directory removed, output.log replaced by a
 directory) never blocks or kills a writer: the copier keeps draining the pipe, drops what
@@ -299,6 +302,7 @@ class Sink:
         self._retry_at = 0.0
         self._checked_at = 0.0
         self._left = 0
+        self._since_check = 0  # bytes written since output.log was last seen to be our file
 
     def write(self, data: bytes, now: float) -> None:
         """Append ``data``, rotating as needed; on failure count it as dropped."""
@@ -349,6 +353,7 @@ class Sink:
         while view:
             n = os.write(self.fd, view)
             self.size += n
+            self._since_check += n
             self._left -= n
             view = view[n:]
 
@@ -373,11 +378,20 @@ class Sink:
             return False
 
     def _check_path(self, now: float) -> None:
-        """output.log removed, replaced, or the runtime directory re-created: write to the new one."""
+        """output.log removed, replaced, or the runtime directory re-created: write to the new
+        one. What went into a removed file since the last look is counted as lost."""
         self._checked_at = now
         if not self._is_ours():
+            try:
+                removed = os.fstat(self.fd).st_nlink == 0
+            except OSError:
+                removed = True
+            if removed and self._since_check:
+                self.dropped += self._since_check
+                self.error = "output.log was removed"
             self.close()
             self._retry_at = 0.0
+        self._since_check = 0
 
     def _open(self, now: float) -> bool:
         if now < self._retry_at:
@@ -396,6 +410,7 @@ class Sink:
         st = os.fstat(fd)
         self.fd, self.inode, self.size = fd, st.st_ino, st.st_size
         self._checked_at = time.monotonic()
+        self._since_check = 0
 
 
 def _install_signals() -> int:
@@ -458,7 +473,13 @@ def run(config: _Config, wake: int) -> int:
             os.close(wake)
             _Flags.promote = False
             wake = _install_signals()
-            code = _copier(config, keeper, wake)
+            try:
+                code = _copier(config, keeper, wake)
+            except BaseException:  # a bug, or an fd error: the keeper starts another copier
+                import traceback
+
+                traceback.print_exc()
+                code = 70
             if code != _PROMOTE:
                 os._exit(code)
             # A keeper now. Its new parent is the daemon (a child subreaper) or init: told of
@@ -494,7 +515,7 @@ def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
             found, status = os.waitpid(copier, os.WNOHANG) if pidfd < 0 or pidfd in ready else (0, 0)
             if found:
                 code = os.waitstatus_to_exitcode(status)
-                if code == 0 or asked:
+                if code == 0 or asked or _Flags.finish:
                     return 0  # EOF, everything written; or it ended because we asked
                 if time.monotonic() - born < RESPAWN_S:
                     time.sleep(RESPAWN_S)  # a copier that dies at once must not become a fork loop

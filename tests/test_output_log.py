@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -484,3 +486,32 @@ def test_finish_leaves_nothing_of_the_logger(runtime_dir: Path, spawn: Any, mode
     assert result["code"] == (0 if mode == "stray-holder" else -9), result  # drained on request / killed
     assert not logger_processes(pool)
     assert b"hello from the daemon\n" in (runtime_dir / OUTPUT_NAME).read_bytes()
+
+
+TICKER = """
+def work(ctx):
+    n = 0
+    while not ctx.wait(0.05):
+        ctx.beat()
+        if ctx.slot == 0:
+            print("tick", n, flush=True)
+            n += 1
+"""
+
+
+def test_output_resumes_in_a_recreated_runtime_directory(cli: Cli, tmp_path: Path) -> None:
+    """rm -rf of the runtime directory (logind at logout): the supervisor re-creates it
+    (issue 14 item 3), and the logger writes a new output.log there, saying what was lost."""
+    app = tmp_path / "ticker.py"
+    app.write_text(TICKER)
+    cli.start(f"{app}:work", "--flush-interval", "1", workers=1)
+    wait_for(lambda: b"tick 3\n" in _read(cli.directory / OUTPUT_NAME), 20, "the first ticks")
+    shutil.rmtree(cli.directory)
+    wait_for(lambda: b"tick" in _read(cli.directory / OUTPUT_NAME), 30, "ticks in the new output.log")
+    text = _read(cli.directory / OUTPUT_NAME)
+    # Lost: what went into the removed file since the logger last looked, or what came while
+    # there was no directory to write to.
+    note = rb"\[poolctl: \d+ bytes of output lost: (output.log was removed|No such file or directory)\]\n"
+    assert re.match(note, text), text[:200]
+    assert cli.status()[0] == 0
+    assert cli("stop").code == 0

@@ -255,33 +255,54 @@ def start(
 
 
 def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
-    from cli.status_cmd import status_main
-    from statusboard.probe import probe
-
     directory = rdir.ensure(g.directory)
-    live = probe(directory, g.name)
-    if live.document["source"] == "shm":
-        typer.echo(f"pool {g.name} is already running (supervisor pid {live.document['supervisor']['pid']})")
-        status_main(g.name, g.runtime_dir)
-        return ExitCode.OK
-    if foreground:
-        from pool.sdnotify import SystemdNotifier
-        from pool.supervisor import Supervisor
-        from pool.titles import set_title, supervisor_title
+    if not foreground:
+        from pool.supervision.lock import StartLock
 
-        set_title(supervisor_title(spec.name))
-        systemd = SystemdNotifier.from_environ()  # Type=notify units: READY=1 once every worker beat
-        result = Supervisor(spec, runtime_dir=directory, echo_log=True, systemd=systemd).run()
-        if not result.ok:
-            raise CliError(result.boot_error or f"stop failed: survivors {result.survivors}")
+        # Held until the daemon is ready or has failed: a `stop` meanwhile waits for the
+        # supervisor this start launches and stops it, instead of finding nothing yet.
+        with StartLock(directory, wait=wait + 10.0):
+            return _start_detached(g, spec, directory, wait)
+    if _already_running(g, directory):
         return ExitCode.OK
-    from pool.daemon import launch
+    from pool.integrations.sdnotify import SystemdNotifier
+    from pool.integrations.titles import set_title, supervisor_title
+    from pool.supervision.supervisor import Supervisor
 
+    set_title(supervisor_title(spec.name))
+    systemd = SystemdNotifier.from_environ()  # Type=notify units: READY=1 once every worker beat
+    result = Supervisor(spec, runtime_dir=directory, echo_log=True, systemd=systemd).run()
+    if not result.ok:
+        raise CliError(result.boot_error or f"stop failed: survivors {result.survivors}")
+    return ExitCode.OK
+
+
+def _start_detached(g: Globals, spec: Any, directory: Path, wait: float) -> int:
+    from cli.status_cmd import status_main
+    from pool.ops.daemon import launch
+
+    if _already_running(g, directory):
+        return ExitCode.OK
     launched = launch(spec, directory, wait=wait)
+    for note in launched.notes:  # e.g. what was left of a dead supervisor's pool, and killed
+        typer.echo(note)
     if not launched.ok:
         raise CliError(f"start failed: {launched.message}")
     status_main(g.name, g.runtime_dir)
     return ExitCode.OK
+
+
+def _already_running(g: Globals, directory: Path) -> bool:
+    """True (and the status printed) when the pool already runs live."""
+    from cli.status_cmd import status_main
+    from statusboard.probe import probe
+
+    live = probe(directory, g.name)
+    if live.document["source"] != "shm":
+        return False
+    typer.echo(f"pool {g.name} is already running (supervisor pid {live.document['supervisor']['pid']})")
+    status_main(g.name, g.runtime_dir)
+    return True
 
 
 @app.command()
@@ -329,7 +350,7 @@ def restart(
     if not isinstance(spec_doc, dict):
         raise CliError(f"{g.directory}/runtime.json records no pool settings; use start")
     from cli.stop_cmd import grace_of
-    from pool.stopper import stop_pool
+    from pool.ops.stopper import stop_pool
 
     outcome = stop_pool(g.directory, timeout=grace_of(g.directory) + 5.0)
     if not outcome.ok:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 from cli.errors import CliError
 
 LOG_NAME = "supervisor.log"
-OUTPUT_NAME = "output.log"  # pool.output_log.OUTPUT_NAME (not imported: logs stays a light command)
+OUTPUT_NAME = "output.log"  # pool.ops.output_log.OUTPUT_NAME (not imported: logs stays a light command)
 FOLLOW_POLL_S = 0.2
 BLOCK = 64 << 10
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")

@@ -81,3 +81,58 @@ class SupervisorLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+START_LOCK_NAME = "start.lock"
+
+
+class StartLock:
+    """start.lock: held by `poolctl start` while it launches a detached supervisor, from
+    before the daemon exists until it is ready or has failed.
+
+    Between `start` beginning and the daemon taking supervisor.lock there is no
+    supervisor to find, so a `stop` in that window would say "not running" and the pool
+    would come up after it. `stop` sees this lock held and waits for the supervisor it
+    announces (pool.ops.stopper). A concurrent `start` waits its turn, then finds the pool
+    running. The fd is close-on-exec and not passed to the daemon: the lock ends with
+    this `start`, whatever way it ends.
+    """
+
+    def __init__(self, runtime_dir: Path, *, wait: float) -> None:
+        self.path = runtime_dir / START_LOCK_NAME
+        self._wait = wait
+        self.fd: int | None = None
+
+    def __enter__(self) -> StartLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        deadline = time.monotonic() + self._wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    named, _ = parse_lock_record(os.pread(fd, 128, 0))
+                    os.close(fd)
+                    who = f" (pid {named[0]})" if named else ""
+                    raise AlreadyRunning(
+                        f"another start of this pool{who} is still in progress after {self._wait:g}s"
+                    ) from None
+                time.sleep(0.01)
+            except BaseException:
+                os.close(fd)
+                raise
+        pid = os.getpid()
+        data = f"{pid} {start_ticks(pid) or 0}\n".encode()
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        except OSError:
+            pass  # informational (a full disk): the flock is what stop looks at
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -1,6 +1,6 @@
 """The detached supervisor: launch, readiness, and the daemon's own entry point.
 
-`poolctl start` runs ``python -m pool.daemon`` in a new session (its own process
+`poolctl start` runs ``python -m pool.ops.daemon`` in a new session (its own process
 group, no controlling terminal) with ``subprocess`` rather than forking the CLI:
 the daemon is a clean, single-threaded interpreter without typer or rich loaded,
 so its workers can fork safely and cheaply. The CLI blocks on a readiness pipe
@@ -12,7 +12,7 @@ daemon's whole process group and verifies every pid is gone.
 
 The daemon's stdout/stderr, which its workers inherit, go to output.log in the
 runtime directory through a logger process that rotates it by size
-(pool.output_log); the daemon waits for that logger to finish before it exits.
+(pool.ops.output_log); the daemon waits for that logger to finish before it exits.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pool import output_log
 from pool.errors import AlreadyRunning, PoolError
-from pool.runtime_doc import spec_document
-from pool.shutdown import kill_and_confirm
+from pool.integrations.titles import set_title, supervisor_title
+from pool.ops import output_log
 from pool.spec import PoolSpec
-from pool.titles import set_title, supervisor_title
+from pool.supervision.runtime_report import spec_document
+from pool.supervision.shutdown import kill_and_confirm
 from statusboard.liveness import LOCK_NAME, lock_holder_present, start_ticks
 
 OUTPUT_NAME = output_log.OUTPUT_NAME  # the daemon's and its workers' stdout/stderr
@@ -44,6 +43,7 @@ class LaunchResult:
     ok: bool
     message: str
     pid: int
+    notes: list[str] = field(default_factory=list)  # what the supervisor said before its verdict
 
 
 def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
@@ -55,7 +55,7 @@ def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
             [
                 sys.executable,
                 "-m",
-                "pool.daemon",
+                "pool.ops.daemon",
                 json.dumps(spec_document(spec)),
                 str(runtime_dir),
                 str(ready_w),
@@ -70,12 +70,13 @@ def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
     finally:
         os.close(ready_w)
         os.close(output)
+    notes: list[str] = []
     try:
-        message = _read_readiness(ready_r, wait)
+        message = _read_readiness(ready_r, wait, notes)
     finally:
         os.close(ready_r)
     if message == "ready":
-        return LaunchResult(True, "ready", process.pid)
+        return LaunchResult(True, "ready", process.pid, notes)
     if message is None:
         reason = f"not ready within {wait:g}s"
     elif message.startswith("failed: "):
@@ -85,14 +86,21 @@ def launch(spec: PoolSpec, runtime_dir: Path, *, wait: float) -> LaunchResult:
         tail = _output_tail(runtime_dir)
         reason = f"supervisor exited (code {code}) before it was ready" + (f": {tail}" if tail else "")
     _abort(process, spec.grace)
-    return LaunchResult(False, reason, process.pid)
+    return LaunchResult(False, reason, process.pid, notes)
 
 
-def _read_readiness(fd: int, wait: float) -> str | None:
-    """The daemon's one readiness line, '' on EOF without one, None on timeout."""
+def _read_readiness(fd: int, wait: float, notes: list[str]) -> str | None:
+    """The daemon's readiness verdict ("ready" or "failed: ..."), '' on EOF without one,
+    None on timeout. "note: ..." lines before it go to ``notes``."""
     deadline = time.monotonic() + wait
     data = b""
-    while b"\n" not in data:
+    while True:
+        while b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            text = line.decode(errors="replace").strip()
+            if not text.startswith("note: "):
+                return text
+            notes.append(text[len("note: ") :])
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
@@ -100,10 +108,10 @@ def _read_readiness(fd: int, wait: float) -> str | None:
         if not readable:
             continue
         chunk = os.read(fd, 4096)
-        if not chunk:
-            break
+        if not chunk:  # EOF: a last line without its newline, if any
+            text = data.decode(errors="replace").strip()
+            return "" if text.startswith("note: ") else text
         data += chunk
-    return data.decode(errors="replace").split("\n", 1)[0].strip()
 
 
 def _abort(process: subprocess.Popen[bytes], grace: float) -> None:
@@ -137,30 +145,8 @@ def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def _daemon_supervisor(spec: PoolSpec, runtime_dir: str, ready_fd: int) -> Any:
-    """A Supervisor that knows its output logger (pool.output_log) is its child like the
-    workers: as a child subreaper it kills children that are not workers, taking them for
-    orphans of dead workers (pool.containment), and the logger must live.
-
-    A stopgap until Supervisor takes its helper pids as a parameter (its _not_orphans is
-    private to it): a subclass here keeps this inside the daemon's own file.
-    """
-    from pool.supervisor import Supervisor
-
-    class DaemonSupervisor(Supervisor):
-        output: output_log.OutputLogger | None = None
-
-        def _not_orphans(self) -> set[int]:
-            pids = super()._not_orphans()
-            if self.output is not None:
-                pids |= self.output.children()
-            return pids
-
-    return DaemonSupervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
-
-
 def main(argv: list[str]) -> int:
-    """Daemon entry: ``python -m pool.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
+    """Daemon entry: ``python -m pool.ops.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
     spec_json, runtime_dir, ready = argv
     ready_fd = int(ready)
     try:
@@ -176,7 +162,7 @@ def main(argv: list[str]) -> int:
     if not lock_holder_present(Path(runtime_dir) / LOCK_NAME):
         logger = output_log.start(Path(runtime_dir), spec.name)
     try:
-        return _supervise(spec, runtime_dir, ready_fd, logger)
+        return _supervise(spec, runtime_dir, ready_fd)
     finally:
         if logger is not None:
             left = logger.finish()
@@ -184,15 +170,14 @@ def main(argv: list[str]) -> int:
                 sys.stderr.write(f"poolctl: output logger pid(s) {left} survived SIGKILL\n")
 
 
-def _supervise(
-    spec: PoolSpec, runtime_dir: str, ready_fd: int, logger: output_log.OutputLogger | None
-) -> int:
+def _supervise(spec: PoolSpec, runtime_dir: str, ready_fd: int) -> int:
+    from pool.supervision.supervisor import Supervisor
+
     try:
-        supervisor = _daemon_supervisor(spec, runtime_dir, ready_fd)
+        supervisor = Supervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
     except (PoolError, ValueError, TypeError) as exc:
         os.write(ready_fd, f"failed: {exc}\n".encode())
         return 1
-    supervisor.output = logger
     try:
         result = supervisor.run(install_signals=True)
     except AlreadyRunning as exc:

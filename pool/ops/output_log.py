@@ -37,11 +37,10 @@ descendant holding the pipe does not keep it alive). SIGTERM, SIGINT and SIGHUP 
 ignored: they are commands for the supervisor, and the logger must outlive the
 supervisor's stop to write its last words. SIGUSR1 asks it to drain and end now. The
 daemon waits for it before exiting (``OutputLogger.finish``), so a stop that verified the
-supervisor gone has the logger gone too; SIGKILL by pid is the last resort. Idle, neither
-process wakes: the keeper hears of the daemon's death by parent-death signal (a keeper
-whose parent is not the daemon checks every CHECK_S instead). The daemon's supervisor is a
-child subreaper that kills its children that are not workers (pool.containment): it is
-told that the logger's are not orphans (``OutputLogger.children``).
+supervisor gone has the logger gone too (it knows by a pipe only the logger's processes
+hold: EOF once the last has exited); SIGKILL by pid is the last resort. Idle, neither
+process wakes: the keeper waits on a pidfd of the supervisor too. The logger is forked
+twice, so it is not the daemon's child (see ``start``).
 
 A write that fails (disk full, the runtime directory removed, output.log replaced by a
 directory) never blocks or kills a writer: the copier keeps draining the pipe, drops what
@@ -83,89 +82,56 @@ _PR_SET_PDEATHSIG = 1
 
 
 class OutputLogger:
-    """The daemon's handle on its logger (the keeper, a child of the daemon)."""
+    """The daemon's handle on its logger."""
 
-    def __init__(self, pid: int, path: Path, pool: str) -> None:
-        self.pid = pid
+    def __init__(self, life: int, path: Path, pool: str) -> None:
+        self.life = life  # read end of a pipe only the logger's processes hold open: EOF = all gone
         self.path = path
         self.pool = pool
-        self._code: int | None = None
 
     def finish(self) -> list[int]:
         """The pool has stopped: let the logger write what is left and end, then verify that
         nothing of it lives (SIGKILL by pid for what has not ended in time). Returns the pids
         still alive after that, which should be none. Call once, at the daemon's end."""
         _stdio_to(self.path)  # our own fds were writers too: the copier gets EOF once they go
-        code = self._wait(FINISH_S)
-        if code is None:  # a stray holder of the pipe: drain and end now
-            _signal(self.pid, signal.SIGUSR1)
-            code = self._wait(DRAIN_S + CHECK_S)
-        if code == 0:
-            return []  # the keeper reaps its copier before it exits 0
-        # Killed, or not ending: find what is left of it (a copier, a promoted keeper) by title.
-        left = self._remains()
-        for pid in left:
-            _signal(pid, signal.SIGKILL)
-        deadline = time.monotonic() + CONFIRM_S
-        while left and time.monotonic() < deadline:
-            time.sleep(0.01)
-            left = self._remains()
-        self._wait(0.1)
-        return left
-
-    def children(self) -> set[int]:
-        """This logger's processes that are children of the daemon: the keeper, or, if it was
-        killed, its copier re-parented to us (the daemon is a child subreaper) and promoted.
-        The supervisor must not take them for orphans of dead workers."""
-        if self._code is None and start_ticks(self.pid) is not None:
-            return {self.pid}
-        from pool.proctree import children
-
-        return {pid for pid in children(os.getpid()) if self._titled(pid)}
-
-    def _titled(self, pid: int) -> bool:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            return False
-        return (
-            cmdline.startswith(f"{TITLE_PREFIX}[{self.pool}]".encode()) or b"\0pool.output_log\0" in cmdline
-        )
-
-    def _wait(self, timeout: float) -> int | None:
-        """The keeper's exit code (negative: a signal), or None while it runs (pidfd: woken at
-        its exit, not by polling)."""
-        if self._code is not None:
-            return self._code
-        deadline = time.monotonic() + timeout
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except (OSError, AttributeError):
-            pidfd = -1  # no pidfds here (Linux < 5.3), or it is gone: look every 10 ms
-        try:
-            while True:
-                found, status = os.waitpid(self.pid, os.WNOHANG)
-                left = deadline - time.monotonic()
-                if found or left <= 0:
-                    break
-                if pidfd >= 0:
-                    select.select([pidfd], [], [], left)
-                else:
-                    time.sleep(min(left, 0.01))
-        except ChildProcessError:  # reaped by someone else: only its title can tell
-            return None if self._remains() else -1
+            if self._ended(FINISH_S):
+                return []
+            for pid in self._remains():  # a stray holder of the pipe: drain and end now
+                _signal(pid, signal.SIGUSR1)
+            if self._ended(DRAIN_S + CHECK_S):
+                return []
+            for pid in self._remains():
+                _signal(pid, signal.SIGKILL)
+            self._ended(CONFIRM_S)
+            return self._remains()
         finally:
-            if pidfd >= 0:
-                os.close(pidfd)
-        if found == 0:
-            return None
-        self._code = os.waitstatus_to_exitcode(status)
-        return self._code
+            os.close(self.life)
+
+    def _ended(self, timeout: float) -> bool:
+        """Whether every logger process has exited (the life pipe's EOF), waiting ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.life], [], [], max(0.0, left))
+            if ready and not os.read(self.life, 64):
+                return True
+            if left <= 0:
+                return False
 
     def _remains(self) -> list[int]:
         """Live processes of our process group titled as this pool's logger."""
-        return [pid for pid in _group_members(os.getpgrp()) if self._titled(pid)]
+        title = f"{TITLE_PREFIX}[{self.pool}]".encode()
+        found = []
+        for pid in _group_members(os.getpgrp()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if cmdline.startswith(title):
+                found.append(pid)
+        return found
 
 
 def start(
@@ -175,15 +141,26 @@ def start(
 
     The logger is forked from the daemon, not exec'd: a new interpreter importing this
     module costs ~100 ms of CPU while the pool starts, a fork ~1 ms (its pages are the
-    daemon's, shared until written; `ps` shows them in its RSS). The daemon is single-
-    threaded here, so the fork is safe. Returns None, with one line on stderr, when it
-    cannot (no processes or fds left): the output then goes on to output.log unrotated,
-    as the daemon's fds already point there. A log is never a reason not to run the pool.
+    daemon's, shared until written). The daemon is single-threaded here, so forking is
+    safe. Forked twice, so that it is not the daemon's child: the supervisor, a child
+    subreaper, takes any child of its that is not a worker for an orphan of a dead worker
+    and kills it (pool.supervision.containment). It stays in the daemon's process group.
+
+    Returns None, with one line on stderr, when it cannot (no processes or fds left): the
+    output then goes on to output.log unrotated, as the daemon's fds already point there.
+    A log is never a reason not to run the pool.
     """
     supervisor = (os.getpid(), start_ticks(os.getpid()) or 0)
     try:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
     except OSError as exc:
+        sys.stderr.write(f"poolctl: output.log will not be rotated: no pipe for its logger: {exc}\n")
+        return None
+    try:
+        life_r, life_w = os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
         sys.stderr.write(f"poolctl: output.log will not be rotated: no pipe for its logger: {exc}\n")
         return None
     try:
@@ -195,34 +172,42 @@ def start(
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # else the child would write our buffered text again
     try:
-        pid = os.fork()
+        middle = os.fork()
     except OSError as exc:
-        os.close(read_end)
-        os.close(write_end)
+        for fd in (read_end, write_end, life_r, life_w):
+            os.close(fd)
         sys.stderr.write(f"poolctl: output.log will not be rotated: cannot start its logger: {exc}\n")
         return None
-    if pid == 0:  # the logger: fds 0 = the pipe, 1 and 2 = output.log itself (its own last words)
+    if middle == 0:
+        # fds 0 = the pipe, 1 and 2 = output.log itself (its own last words), life_w kept.
         code = 70
         try:
             os.dup2(read_end, 0)
-            _close_fds_above(2)  # the readiness pipe above all: the CLI waits for its EOF
-            code = _logger_main(runtime_dir, pool, max_bytes, backups, supervisor)
+            _close_fds_except({0, 1, 2, life_w})  # the readiness pipe above all: the CLI waits for its EOF
+            code = 0  # the middle process: gone at once, its child re-parented away from us
+            if os.fork() == 0:
+                code = _logger_main(runtime_dir, pool, max_bytes, backups, supervisor)
         except BaseException:
             import traceback
 
             traceback.print_exc()
         finally:
             os._exit(code)
-    os.close(read_end)
+    for fd in (read_end, life_w):
+        os.close(fd)
+    try:
+        os.waitpid(middle, 0)
+    except ChildProcessError:
+        pass
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
     os.close(write_end)
-    return OutputLogger(pid, runtime_dir / OUTPUT_NAME, pool)
+    return OutputLogger(life_r, runtime_dir / OUTPUT_NAME, pool)
 
 
-def _close_fds_above(lowest: int) -> None:
+def _close_fds_except(keep: set[int]) -> None:
     for name in os.listdir("/proc/self/fd"):
-        if int(name) > lowest:
+        if int(name) not in keep:
             try:
                 os.close(int(name))
             except OSError:
@@ -456,10 +441,12 @@ def _parent_death_signal(signum: int) -> bool:
 
 
 class _Config:
-    def __init__(self, sink: Sink, supervisor: tuple[int, int], death_signal: bool) -> None:
+    def __init__(self, sink: Sink, supervisor: tuple[int, int], supervisor_fd: int) -> None:
         self.sink = sink
         self.supervisor = supervisor  # (pid, start ticks)
-        self.death_signal = death_signal  # the first keeper hears of the supervisor's death by signal
+        # A pidfd of the supervisor: readable once it has exited, so a keeper needs no
+        # periodic look (-1 without pidfds: it looks every CHECK_S).
+        self.supervisor_fd = supervisor_fd
 
 
 def run(config: _Config, wake: int) -> int:
@@ -482,10 +469,7 @@ def run(config: _Config, wake: int) -> int:
                 code = 70
             if code != _PROMOTE:
                 os._exit(code)
-            # A keeper now. Its new parent is the daemon (a child subreaper) or init: told of
-            # the daemon's death by signal if it is the daemon, else it looks (see _keeper).
-            _Flags.promote = False
-            config.death_signal = _parent_death_signal(signal.SIGUSR1)
+            _Flags.promote = False  # a keeper now, in the loop below
             continue
         outcome = _keeper(config, copier, born, wake)
         if outcome is not None:
@@ -500,17 +484,23 @@ def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
         pidfd = -1  # no pidfds here (Linux < 5.3): look every POLL_S
     asked = False
     kill_at: float | None = None
-    # A child of the supervisor with its parent-death signal set need not wake to look.
-    signalled = config.death_signal and os.getppid() == config.supervisor[0]
     try:
         while True:
+            if not asked and (_Flags.finish or not is_alive(*config.supervisor)):
+                _signal(copier, signal.SIGUSR1)  # drain what the pipe holds, then end
+                asked = True
+                kill_at = time.monotonic() + DRAIN_S + CHECK_S
+            elif kill_at is not None and time.monotonic() >= kill_at:
+                _signal(copier, signal.SIGKILL)
+                kill_at = None
+            watched = [pidfd, wake, -1 if asked else config.supervisor_fd]
             if kill_at is not None:
                 timeout: float | None = max(0.0, kill_at - time.monotonic())
             else:
-                timeout = None if signalled else CHECK_S
+                timeout = None if asked or config.supervisor_fd >= 0 else CHECK_S
             if pidfd < 0:
                 timeout = POLL_S if timeout is None else min(timeout, POLL_S)
-            ready, _, _ = select.select([fd for fd in (pidfd, wake) if fd >= 0], [], [], timeout)
+            ready, _, _ = select.select([fd for fd in watched if fd >= 0], [], [], timeout)
             _drain(wake)
             found, status = os.waitpid(copier, os.WNOHANG) if pidfd < 0 or pidfd in ready else (0, 0)
             if found:
@@ -520,12 +510,6 @@ def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
                 if time.monotonic() - born < RESPAWN_S:
                     time.sleep(RESPAWN_S)  # a copier that dies at once must not become a fork loop
                 return None
-            if not asked and (_Flags.finish or not is_alive(*config.supervisor)):
-                _signal(copier, signal.SIGUSR1)
-                asked = True
-                kill_at = time.monotonic() + DRAIN_S + CHECK_S
-            elif kill_at is not None and time.monotonic() >= kill_at:
-                _signal(copier, signal.SIGKILL)
     finally:
         if pidfd >= 0:
             os.close(pidfd)
@@ -597,20 +581,23 @@ class _Lines:
 def _logger_main(
     runtime_dir: Path, pool: str, max_bytes: int, backups: int, supervisor: tuple[int, int]
 ) -> int:
-    """The logger process, forked from the daemon (or run by ``main``): the first keeper."""
-    from pool.titles import set_title
+    """The logger process (the first keeper), forked from the daemon or run by ``main``."""
+    from pool.integrations.titles import set_title
 
     set_title(f"{TITLE_PREFIX}[{pool}]")
-    wake = _install_signals()  # before the parent-death signal can arrive
-    # The daemon's death: drain and end. Not its child (any more: it died before the signal
-    # was set)? Then the keeper looks every CHECK_S instead.
-    signalled = _parent_death_signal(signal.SIGUSR1) and os.getppid() == supervisor[0]
+    wake = _install_signals()
+    try:
+        supervisor_fd = os.pidfd_open(supervisor[0])
+    except (OSError, AttributeError):
+        supervisor_fd = -1
+    if not is_alive(*supervisor):
+        _Flags.finish = True  # gone already (or the pidfd names a newer process): drain and end
     sink = Sink(Path(runtime_dir) / OUTPUT_NAME, max_bytes, backups)
-    return run(_Config(sink, supervisor, signalled), wake)
+    return run(_Config(sink, supervisor, supervisor_fd), wake)
 
 
 def main(argv: list[str]) -> int:
-    """``python -m pool.output_log RUNTIME_DIR POOL MAX_BYTES BACKUPS SUPERVISOR_PID TICKS``,
+    """``python -m pool.ops.output_log RUNTIME_DIR POOL MAX_BYTES BACKUPS SUPERVISOR_PID TICKS``,
     the pipe on stdin: the logger as a program of its own (tests drive it so)."""
     directory, pool, max_bytes, backups, pid, ticks = argv
     code = _logger_main(Path(directory), pool, int(max_bytes), int(backups), (int(pid), int(ticks)))

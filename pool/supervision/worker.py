@@ -3,7 +3,7 @@
 A worker process, in order: resets the signal handlers it inherited (SIGINT is
 ignored so a terminal Ctrl-C reaches the supervisor, which stops the pool
 gracefully), leads its own process group as a child subreaper (its tree stays
-below it: pool.containment), closes the supervisor's lock fd (an inherited flock would keep a
+below it: pool.supervision.containment), closes the supervisor's lock fd (an inherited flock would keep a
 dead supervisor's lock "held"), asks the kernel for SIGTERM when its parent dies
 and checks the parent did not die before that, maps the board, imports its
 target, and runs it. A target that cannot be imported is reported as a boot
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pool.errors import TargetError
-from pool.proctree import set_child_subreaper
-from pool.target import load_target
-from pool.titles import set_title, worker_title
+from pool.integrations.titles import set_title, worker_title
+from pool.supervision.proctree import set_child_subreaper
+from pool.supervision.target import load_target
 from statusboard.board import Board, WorkerRow
 from statusboard.liveness import is_alive
 
@@ -49,7 +49,7 @@ class WorkerArgs:
     supervisor_ticks: int
     conn: Any  # multiprocess Connection: stop requests in, reports out
     close_fds: list[int] = field(default_factory=list)
-    channel: Any = None  # an extra Connection for the task pool (pool.executor), else None
+    channel: Any = None  # an extra Connection for the task pool (pool.taskpool.executor), else None
 
 
 class WorkerContext:
@@ -159,7 +159,7 @@ def _reset_signals() -> None:
 
 
 def _hold_own_tree() -> None:
-    """Lead a process group of our own and be the reaper of our orphans (pool.containment):
+    """Lead a process group of our own and be the reaper of our orphans (pool.supervision.containment):
     whatever this worker starts stays findable below it, whatever it does (``setsid()``,
     a double fork), until the supervisor ends the whole tree with the worker.
 

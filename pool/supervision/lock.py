@@ -27,6 +27,32 @@ from statusboard.liveness import LOCK_NAME, parse_lock_record, start_ticks
 _RETRY_S = 0.5
 
 
+def open_locked(path: Path, wait: float) -> tuple[int, bool]:
+    """Open ``path`` (no symlinks) and try an exclusive flock for up to ``wait`` seconds.
+
+    Returns (fd, True) holding the lock, or (fd, False) when someone else holds it (the
+    caller reads the record from the fd, then closes it). A reader's shared probe
+    (statusboard.liveness) can collide with us for microseconds: hence the retries.
+    Any other error closes the fd and is raised.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd, True
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    return fd, False
+                time.sleep(0.01)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class SupervisorLock:
     def __init__(self, runtime_dir: Path) -> None:
         self.path = runtime_dir / LOCK_NAME
@@ -42,24 +68,12 @@ class SupervisorLock:
         record keeps naming that supervisor, and another command never takes the stop
         for a pool to act on.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        deadline = time.monotonic() + _RETRY_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
-                    named, _ = parse_lock_record(os.pread(fd, 128, 0))
-                    os.close(fd)
-                    who = f" by pid {named[0]}" if named else ""
-                    raise AlreadyRunning(
-                        f"{self.path} is held{who}: a supervisor is already running"
-                    ) from None
-                time.sleep(0.01)
+        fd, held = open_locked(self.path, _RETRY_S)
+        if not held:
+            named, _ = parse_lock_record(os.pread(fd, 128, 0))
+            os.close(fd)
+            who = f" by pid {named[0]}" if named else ""
+            raise AlreadyRunning(f"{self.path} is held{who}: a supervisor is already running")
         holder, predecessor = parse_lock_record(os.pread(fd, 128, 0))
         self.previous = holder or predecessor
         if record:
@@ -104,24 +118,14 @@ class StartLock:
         self.fd: int | None = None
 
     def __enter__(self) -> StartLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        deadline = time.monotonic() + self._wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    named, _ = parse_lock_record(os.pread(fd, 128, 0))
-                    os.close(fd)
-                    who = f" (pid {named[0]})" if named else ""
-                    raise AlreadyRunning(
-                        f"another start of this pool{who} is still in progress after {self._wait:g}s"
-                    ) from None
-                time.sleep(0.01)
-            except BaseException:
-                os.close(fd)
-                raise
+        fd, held = open_locked(self.path, self._wait)
+        if not held:
+            named, _ = parse_lock_record(os.pread(fd, 128, 0))
+            os.close(fd)
+            who = f" (pid {named[0]})" if named else ""
+            raise AlreadyRunning(
+                f"another start of this pool{who} is still in progress after {self._wait:g}s"
+            )
         pid = os.getpid()
         data = f"{pid} {start_ticks(pid) or 0}\n".encode()
         try:

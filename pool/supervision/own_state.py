@@ -28,7 +28,6 @@ What can happen to them under a running pool, and what this part does about it:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pool.integrations.logfile import reopen_log
-from pool.supervision.lock import SupervisorLock
+from pool.supervision.lock import SupervisorLock, open_locked
 from statusboard import runtime_dir as rdir
 from statusboard import runtime_file
 from statusboard.errors import RuntimeDirError
@@ -93,21 +92,10 @@ def _take_lock(path: Path) -> int | None:
     written into the file is informational, so failing to write it (a full disk) is no
     failure: a leaked fd holding this lock would make our own next attempt see "another".
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    deadline = time.monotonic() + LOCK_RETRY_S
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return None
-                time.sleep(0.01)
-    except BaseException:
+    fd, held = open_locked(path, LOCK_RETRY_S)
+    if not held:
         os.close(fd)
-        raise
+        return None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

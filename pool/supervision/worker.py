@@ -44,11 +44,12 @@ class WorkerArgs:
     generation: int
     target: str
     cwd: str
-    board_path: str
+    board_path: str  # how to open the board (the supervisor's kept fd under /proc)
     supervisor_pid: int
     supervisor_ticks: int
     conn: Any  # multiprocess Connection: stop requests in, reports out
     close_fds: list[int] = field(default_factory=list)
+    board_name: str = ""  # the board's name in the shm directory (its path when published)
     channel: Any = None  # an extra Connection for the task pool (pool.taskpool.executor), else None
 
 
@@ -130,6 +131,9 @@ def worker_main(args: WorkerArgs) -> None:
         os._exit(0)  # the supervisor died before we could ask to die with it
     set_title(worker_title(args.slot, args.pool, args.generation))
     board = Board.open(Path(args.board_path), writable=True)
+    # Opened through the supervisor's kept fd (a removed name must not matter), but named
+    # by its name: an orphaned task worker removes the dead supervisor's board by it.
+    board.path = Path(args.board_name or args.board_path)
     ctx = WorkerContext(args, board)
     try:
         target = load_target(args.target, args.cwd)

@@ -118,6 +118,7 @@ class WorkerLives:
                     target=self.spec.target,
                     cwd=self.spec.cwd,
                     board_path=board.handle_path,  # the kept fd, not the name: a removed name must not matter
+                    board_name=str(board.path),
                     supervisor_pid=os.getpid(),
                     supervisor_ticks=self.run.ticks,
                     conn=None,  # start_worker makes the pipe
@@ -170,19 +171,9 @@ class WorkerLives:
         slot.last_error = f"could not start: {exc}"
         self.log.error("worker %d could not start: %s", slot.index, exc)
         self.set_state(slot, Event.SPAWN_FAILED)
-        delay = slot.budget.record_exit(now, 0.0)
+        delay = self._count_failure(slot, now, ran_for=0.0, what="failed starts or restarts")
         if delay is None:
-            self.set_state(slot, Event.GIVE_UP)
-            self.log.error(
-                "worker %d failed: more than %d failed starts or restarts in %gs; giving up",
-                slot.index,
-                self.spec.max_restarts,
-                self.spec.restart_window,
-            )
-            self._slot_given_up(slot)
             return
-        slot.restarts += 1
-        self.board.set_lifecycle(slot.index, restarts=slot.restarts)
         self.set_state(slot, Event.BACKOFF)
         slot.restart_at = now + max(delay, self.spec.backoff_base)
 
@@ -321,21 +312,30 @@ class WorkerLives:
                 else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
             )
 
-    def _restart(self, slot: Slot, now: float) -> None:
-        """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
-        delay = slot.budget.record_exit(now, now - slot.started)
+    def _count_failure(self, slot: Slot, now: float, *, ran_for: float, what: str) -> float | None:
+        """Count a crash or a failed start in the slot's budget: the restart delay, or None
+        when the intensity limit is passed and the slot has FAILED (given up)."""
+        delay = slot.budget.record_exit(now, ran_for)
         if delay is None:
             self.set_state(slot, Event.GIVE_UP)
             self.log.error(
-                "worker %d failed: more than %d restarts in %gs; giving up",
+                "worker %d failed: more than %d %s in %gs; giving up",
                 slot.index,
                 self.spec.max_restarts,
+                what,
                 self.spec.restart_window,
             )
             self._slot_given_up(slot)
-            return
+            return None
         slot.restarts += 1
         self.board.set_lifecycle(slot.index, restarts=slot.restarts)
+        return delay
+
+    def _restart(self, slot: Slot, now: float) -> None:
+        """After a crash: restart now, after a backoff, or give up (intensity exceeded)."""
+        delay = self._count_failure(slot, now, ran_for=now - slot.started, what="restarts")
+        if delay is None:
+            return
         if delay == 0:
             self.log.info("worker %d restarting (restart %d)", slot.index, slot.restarts)
             self.spawn(slot, now)

@@ -20,7 +20,7 @@ never sees their writes. The options weighed:
   the supervisor loop is untouched. It costs two small processes per detached pool
   (forked from the daemon: ~5 MB PSS each here).
 
-The daemon (pool.daemon, via ``start``), first thing, makes the pipe, forks the logger
+The daemon (pool.ops.daemon, via ``start``), first thing, makes the pipe, forks the logger
 with the read end as its stdin, and puts the write end on its own fds 1 and 2, which its
 workers inherit. The logger is two processes, in the daemon's process group (so a kill of
 the pool's group, `stop`'s last resort, takes them too):
@@ -72,7 +72,7 @@ POLL_S = 0.1  # keeper, without pidfds: how often it looks for its copier's exit
 REOPEN_S = 1.0  # copier: retry a failed open, and check output.log is still its file, this often
 RESPAWN_S = 0.5  # a copier that died younger than this is replaced only after this pause
 FINISH_S = 1.0  # daemon: wait this long for the logger to write the rest and end
-CONFIRM_S = 2.0  # daemon: after SIGKILL to the logger's group, wait this long to see it gone
+CONFIRM_S = 2.0  # daemon: after SIGKILL to what is left of the logger, wait this long to see it gone
 _PROMOTE = -1  # copier -> keeper: its keeper died
 _FINISHED = 3  # copier exit code: ended on request (0 is EOF: everything written)
 _PR_SET_PDEATHSIG = 1
@@ -268,9 +268,9 @@ class _Flags:
 class Sink:
     """output.log and its backups, written by size: each file holds at most ``max_bytes``.
 
-    A chunk that does not fit is cut after its last newline that does (a line longer than
-    the room left is cut where the room ends), so lines stay whole across files wherever
-    they can. Failures are counted, never raised.
+    A chunk that does not fit is cut after its last newline that does and the rest goes to
+    the next file, so lines stay whole across files (only a line longer than a whole file
+    is cut, where the file is full). Failures are counted, never raised.
     """
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:

@@ -522,3 +522,35 @@ def test_output_resumes_in_a_recreated_runtime_directory(cli: Cli, tmp_path: Pat
     assert re.match(note, text), text[:200]
     assert cli.status()[0] == 0
     assert cli("stop").code == 0
+
+
+NO_FORK_FOR_THE_LOGGER = """
+import errno, os, sys
+from pathlib import Path
+from pool.ops import output_log
+
+real_fork, calls = os.fork, []
+
+
+def fork():
+    calls.append(1)
+    if len(calls) == 2:  # the middle process's fork of the logger itself
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    return real_fork()
+
+
+os.fork = fork
+logger = output_log.start(Path(sys.argv[1]), sys.argv[2])
+print("logger", logger, flush=True)
+print("still writing", flush=True)
+"""
+
+
+def test_a_logger_that_cannot_start_leaves_the_output_where_it_was(runtime_dir: Path, spawn: Any) -> None:
+    """No logger (the process limit, say): the daemon's fds are not handed a pipe nobody
+    reads (every print would fail with EPIPE); the output goes on where it went."""
+    daemon = spawn.python(NO_FORK_FOR_THE_LOGGER, runtime_dir, "nofork", cwd=TESTS_DIR)
+    out, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["logger None", "still writing"], out
+    assert "output.log will not be rotated: its logger could not be started" in err.decode(), err

@@ -187,6 +187,8 @@ def start(
             code = 0  # the middle process: gone at once, its child re-parented away from us
             if os.fork() == 0:
                 code = _logger_main(runtime_dir, pool, max_bytes, backups, supervisor)
+            else:
+                os.write(life_w, b"+")  # the logger exists
         except BaseException:
             import traceback
 
@@ -199,6 +201,13 @@ def start(
         os.waitpid(middle, 0)
     except ChildProcessError:
         pass
+    # "+" if the logger was forked; else EOF (its only holders are gone): then no reader
+    # would ever drain the pipe, so the workers must not get it.
+    if os.read(life_r, 1) != b"+":
+        for fd in (write_end, life_r):
+            os.close(fd)
+        sys.stderr.write("poolctl: output.log will not be rotated: its logger could not be started\n")
+        return None
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
     os.close(write_end)

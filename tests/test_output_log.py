@@ -554,3 +554,19 @@ def test_a_logger_that_cannot_start_leaves_the_output_where_it_was(runtime_dir: 
     assert daemon.returncode == 0, err.decode()
     assert out.decode().splitlines() == ["logger None", "still writing"], out
     assert "output.log will not be rotated: its logger could not be started" in err.decode(), err
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_stop_ends_the_logger_though_multiprocess_helpers_hold_the_pipe(
+    cli: Cli, tmp_path: Path, method: str
+) -> None:
+    """multiprocess's forkserver and resource tracker inherit the daemon's fds 1 and 2 and
+    outlive the workers, so no EOF comes: the daemon asks the logger to drain and end."""
+    app = tmp_path / "ticker.py"
+    app.write_text(TICKER)
+    cli.start(f"{app}:work", "--start-method", method, workers=1)
+    wait_for(lambda: b"tick 3\n" in _read(cli.directory / OUTPUT_NAME), 30, "the first ticks")
+    assert len(logger_processes(cli.name)) == 2
+    assert cli("stop").code == 0
+    assert not logger_processes(cli.name)
+    assert b"tick 3\n" in _read(cli.directory / OUTPUT_NAME)

@@ -71,7 +71,7 @@ CHECK_S = 1.0  # keeper: how often it checks that the supervisor lives
 POLL_S = 0.1  # keeper, without pidfds: how often it looks for its copier's exit
 REOPEN_S = 1.0  # copier: retry a failed open, and check output.log is still its file, this often
 RESPAWN_S = 0.5  # a copier that died younger than this is replaced only after this pause
-FINISH_S = 1.0  # daemon: wait this long for the logger to write the rest and end
+FINISH_S = 0.05  # daemon: wait this long for the logger to end by itself (EOF) before asking
 CONFIRM_S = 2.0  # daemon: after SIGKILL to what is left of the logger, wait this long to see it gone
 _PROMOTE = -1  # copier -> keeper: its keeper died
 _FINISHED = 3  # copier exit code: ended on request (0 is EOF: everything written)
@@ -84,8 +84,9 @@ _PR_SET_PDEATHSIG = 1
 class OutputLogger:
     """The daemon's handle on its logger."""
 
-    def __init__(self, life: int, path: Path, pool: str) -> None:
+    def __init__(self, life: int, keeper: tuple[int, int], path: Path, pool: str) -> None:
         self.life = life  # read end of a pipe only the logger's processes hold open: EOF = all gone
+        self.keeper = keeper  # (pid, start ticks) of the first keeper
         self.path = path
         self.pool = pool
 
@@ -97,8 +98,14 @@ class OutputLogger:
         try:
             if self._ended(FINISH_S):
                 return []
-            for pid in self._remains():  # a stray holder of the pipe: drain and end now
-                _signal(pid, signal.SIGUSR1)
+            # Something else holds the pipe: multiprocess's forkserver or resource tracker
+            # (children of ours that inherited fds 1 and 2), or a stray. Every worker is gone,
+            # so all they wrote is in the pipe: drain it and end now.
+            if is_alive(*self.keeper):
+                _signal(self.keeper[0], signal.SIGUSR1)
+            else:  # the keeper was killed; its copier took over
+                for pid in self._remains():
+                    _signal(pid, signal.SIGUSR1)
             if self._ended(DRAIN_S + CHECK_S):
                 return []
             for pid in self._remains():
@@ -185,10 +192,11 @@ def start(
             os.dup2(read_end, 0)
             _close_fds_except({0, 1, 2, life_w})  # the readiness pipe above all: the CLI waits for its EOF
             code = 0  # the middle process: gone at once, its child re-parented away from us
-            if os.fork() == 0:
+            keeper = os.fork()
+            if keeper == 0:
                 code = _logger_main(runtime_dir, pool, max_bytes, backups, supervisor)
             else:
-                os.write(life_w, b"+")  # the logger exists
+                os.write(life_w, b"+%d\n" % keeper)  # the logger exists, and its pid
         except BaseException:
             import traceback
 
@@ -201,17 +209,21 @@ def start(
         os.waitpid(middle, 0)
     except ChildProcessError:
         pass
-    # "+" if the logger was forked; else EOF (its only holders are gone): then no reader
+    # "+PID" if the logger was forked; else EOF (its only holders are gone): then no reader
     # would ever drain the pipe, so the workers must not get it.
-    if os.read(life_r, 1) != b"+":
+    said = b""
+    while not said.endswith(b"\n") and (chunk := os.read(life_r, 32)):
+        said += chunk
+    if not said.startswith(b"+"):
         for fd in (write_end, life_r):
             os.close(fd)
         sys.stderr.write("poolctl: output.log will not be rotated: its logger could not be started\n")
         return None
+    keeper = int(said[1:])
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
     os.close(write_end)
-    return OutputLogger(life_r, runtime_dir / OUTPUT_NAME, pool)
+    return OutputLogger(life_r, (keeper, start_ticks(keeper) or 0), runtime_dir / OUTPUT_NAME, pool)
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -284,6 +284,20 @@ def reported_cleanup(text: str, sup_pid: int, left: list[Descendant]) -> list[st
     ]
 
 
+def assert_cleanup_reported(
+    cli: Cli, result: Any, sup_pid: int, left: list[Descendant], log_before: int
+) -> None:
+    """One line of the command's output, and a line of supervisor.log, say what was killed."""
+    problems = []
+    said = reported_cleanup(result.out + result.err, sup_pid, left)
+    if len(said) != 1:
+        problems.append(f"expected ONE line of output saying what was killed of the old pool, got {said}")
+    new_log = cli.log_lines()[log_before:]
+    if not reported_cleanup("\n".join(new_log), sup_pid, left):
+        problems.append(f"supervisor.log does not say it; its new lines: {new_log}")
+    assert not problems, "\n".join(problems) + f"\n{result}"
+
+
 def test_after_the_supervisor_is_sigkilled_the_next_stop_kills_whats_left(records: Records, cli: Cli) -> None:
     start(cli, "child", *RECORDING, workers=2)
     records.wait_for(2)
@@ -297,10 +311,7 @@ def test_after_the_supervisor_is_sigkilled_the_next_stop_kills_whats_left(record
     assert result.code == 0, str(result)
     assert decoy.running(), f"stop killed a process that was never the pool's: {decoy.describe()}"
     if left:  # what the dead pool left was found, and the user is told, in one line and in the log
-        said = reported_cleanup(result.out + result.err, sup_pid, left)
-        assert len(said) == 1, f"expected one line saying what was killed of the old pool:\n{result}"
-        logged = reported_cleanup("\n".join(cli.log_lines()[log_before:]), sup_pid, left)
-        assert logged, f"the cleanup is not in supervisor.log: {cli.log_lines()[log_before:]}"
+        assert_cleanup_reported(cli, result, sup_pid, left, log_before)
     assert runtime_file.read(cli.directory)["state"] == "stopped"
 
 
@@ -319,11 +330,8 @@ def test_after_the_supervisor_is_sigkilled_the_next_start_kills_whats_left(
     assert result.code == 0, str(result)
     assert_none_survive(children, "`poolctl start` of the same pool after its supervisor was SIGKILLed")
     assert decoy.running(), f"start killed a process that was never the pool's: {decoy.describe()}"
-    if left:
-        said = reported_cleanup(result.out + result.err, sup_pid, left)
-        assert len(said) == 1, f"expected one line saying what was killed of the old pool:\n{result}"
-        logged = reported_cleanup("\n".join(cli.log_lines()[log_before:]), sup_pid, left)
-        assert logged, f"the cleanup is not in supervisor.log: {cli.log_lines()[log_before:]}"
+    if left:  # what the dead pool left was found, and the user is told, in one line and in the log
+        assert_cleanup_reported(cli, result, sup_pid, left, log_before)
     (row,) = workers(cli)
     assert row["state"] == "running" and survivors(records.wait_for(1, worker=row["pid"]))
     cli.ok("stop")

@@ -3,7 +3,7 @@
 ``poolctl --name NAME --runtime-dir DIR start TARGET -w N`` runs from the
 repository root (so ``bench.sup_workers`` is importable by the supervisor) and
 returns once every worker has beaten; the detached supervisor (``python -m
-pool.daemon``, its own session) then outlives the CLI. ``stop()`` runs
+pool.ops.daemon``, its own session) then outlives the CLI. ``stop()`` runs
 ``poolctl stop`` and then checks, by pid, that the supervisor and every worker
 it ever reported are gone, and that its board segment was removed.
 

@@ -75,7 +75,7 @@ class Adapter:
     def load(self) -> None:
         """Import the library (not timed: a program imports it once, long before its first task)."""
         modules = {
-            "pool": "pool.executor",
+            "pool": "pool.taskpool.executor",
             "ppe": "concurrent.futures.process",
             "loky": "loky",
             "pebble": "pebble",

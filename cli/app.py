@@ -7,18 +7,18 @@ or raise CliError / PoolError / StatusboardError.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from cli import params
 from cli.errors import CliError, ExitCode
+from pool.spec import MAX_WORKERS
 from statusboard import runtime_dir as rdir
 from statusboard.errors import InvalidNameError
 
@@ -29,19 +29,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Policy(StrEnum):
-    permanent = "permanent"
-    transient = "transient"
-    temporary = "temporary"
-
-
-class StartMethod(StrEnum):
-    auto = "auto"
-    fork = "fork"
-    forkserver = "forkserver"
-    spawn = "spawn"
 
 
 @dataclass
@@ -73,44 +60,6 @@ def _check_name(value: str) -> str:
         raise typer.BadParameter(str(exc)) from None
 
 
-def _size(value: str | None) -> int | None:
-    if value is None:
-        return None
-    from pool.errors import SpecError
-    from pool.spec import parse_size
-
-    try:
-        size = parse_size(value)
-    except SpecError:
-        raise typer.BadParameter(f"expected a size such as 512M or 2G, got {value!r}") from None
-    if size < 1 << 20:
-        raise typer.BadParameter(f"must be at least 1M, got {value!r}")
-    return size
-
-
-def _size_text(value: str | None) -> str | None:
-    """A size option kept as written (for a command line we print), once it is known valid."""
-    _size(value)
-    return value
-
-
-def _not_negative(value: float | None) -> float | None:
-    if value is not None and not (value >= 0 and math.isfinite(value)):
-        raise typer.BadParameter(f"must be a finite number >= 0, got {value:g}")
-    return value
-
-
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
-def _positive(value: float | None) -> float | None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise typer.BadParameter(f"must be a finite number > 0, got {value:g}")
-    return value
-
-
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -137,151 +86,96 @@ def main(
     ctx.obj = Globals(name, runtime_dir, debug)
 
 
-Workers = Annotated[
-    int, typer.Option("--workers", "-w", min=1, max=1024, help="Number of workers (1..1024).")
-]
-
-
 @app.command()
 def start(
     ctx: typer.Context,
     target: Annotated[
-        str, typer.Argument(help="Worker target: module:function or path/to/file.py:function.")
+        str,
+        typer.Argument(metavar="TARGET", help="Worker target: module:function or path/to/file.py:function."),
     ],
-    workers: Workers = 1,
-    heartbeat_timeout: Annotated[
-        float,
-        typer.Option(
-            callback=_positive, help="Seconds without a heartbeat before a worker is hung and replaced."
-        ),
-    ] = 30.0,
-    grace: Annotated[
-        float, typer.Option(callback=_positive, help="Seconds a stopping worker gets before SIGKILL.")
-    ] = 5.0,
-    restart: Annotated[
-        Policy,
-        typer.Option(
-            help="permanent: always restart; transient: only after an abnormal exit; temporary: never."
-        ),
-    ] = Policy.permanent,
-    max_restarts: Annotated[
-        int, typer.Option(min=0, help="A slot restarted more than this often within --restart-window fails.")
-    ] = 5,
-    restart_window: Annotated[float, typer.Option(callback=_positive, help="Seconds.")] = 60.0,
-    flush_interval: Annotated[
-        float,
-        typer.Option(callback=_positive, help="Seconds between runtime.json flushes (also on every change)."),
-    ] = 10.0,
-    start_method: Annotated[
-        StartMethod, typer.Option(help="How workers start; auto = fork from the single-threaded supervisor.")
-    ] = StartMethod.auto,
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run the supervisor in this terminal.")
     ] = False,
     wait: Annotated[
-        float, typer.Option(callback=_positive, help="Seconds to wait for every worker's first heartbeat.")
-    ] = 30.0,
-    max_rss: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SIZE",
-            callback=_size_text,
-            help="Recycle a worker whose resident memory passes this (512M, 2G): "
-            "a graceful replacement, not a crash.",
-        ),
-    ] = None,
-    max_age: Annotated[
-        float | None,
-        typer.Option(callback=_positive, help="Recycle a worker after this many seconds (plus jitter)."),
-    ] = None,
-    max_age_jitter: Annotated[
-        float | None,
-        typer.Option(
-            callback=_not_negative,
-            help="Up to this many seconds added at random to each worker's --max-age "
-            "(default: a tenth of it), so workers do not all recycle at once.",
-        ),
-    ] = None,
-    rss_interval: Annotated[
         float,
         typer.Option(
-            callback=_not_negative,
-            help="Seconds between samples of each worker's memory (RSS, from /proc); 0 = off.",
+            callback=params.positive,
+            metavar="SECONDS",
+            help="Seconds to wait for every worker's first heartbeat.",
         ),
-    ] = 1.0,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            max=65535,
-            help="Serve Prometheus metrics at http://HOST:PORT/metrics from the supervisor.",
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str,
-        typer.Option(
-            help="Address for --metrics-port: 127.0.0.1 (this host only) or 0.0.0.0 (e.g. a pod's IP)."
-        ),
-    ] = "127.0.0.1",
-    log_format: Annotated[
-        LogFormat,
-        typer.Option(help="supervisor.log lines: text, or json (one object per line, for log shippers)."),
-    ] = LogFormat.text,
+    ] = 30.0,
+    **options: Any,
 ) -> int:
     """Start a pool; return once every worker has sent its first heartbeat."""
-    from pool.spec import PoolSpec, RestartPolicy
+    # The pool options (--workers ... --log-format) come from one table, pool/options.py,
+    # with PoolSpec's defaults: see _with_pool_options below.
+    from pool.spec import PoolSpec
 
     g: Globals = ctx.obj
-    spec = PoolSpec(
-        target=target,
-        workers=workers,
-        name=g.name,
-        heartbeat_timeout=heartbeat_timeout,
-        grace=grace,
-        restart=RestartPolicy(restart.value),
-        max_restarts=max_restarts,
-        restart_window=restart_window,
-        flush_interval=flush_interval,
-        start_method=start_method.value,
-        max_rss=_size(max_rss),
-        max_age=max_age,
-        max_age_jitter=max_age_jitter,
-        rss_interval=rss_interval,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        log_format=log_format.value,
-    )
+    spec = PoolSpec(target=target, name=g.name, **params.spec_values(options))
     return _start(g, spec, foreground=foreground, wait=wait)
 
 
+def _with_pool_options(command: Callable[..., int]) -> None:
+    """Typer reads a command's parameters from its signature: give ``command`` the pool
+    options (they arrive in its ``**options``)."""
+    own = inspect.signature(command, eval_str=True)
+    fixed = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = own.replace(parameters=[*fixed, *params.pool_option_parameters()])  # type: ignore[attr-defined]
+
+
+_with_pool_options(start)
+
+
 def _start(g: Globals, spec: Any, *, foreground: bool, wait: float) -> int:
-    from cli.status_cmd import status_main
-    from statusboard.probe import probe
-
     directory = rdir.ensure(g.directory)
-    live = probe(directory, g.name)
-    if live.document["source"] == "shm":
-        typer.echo(f"pool {g.name} is already running (supervisor pid {live.document['supervisor']['pid']})")
-        status_main(g.name, g.runtime_dir)
-        return ExitCode.OK
-    if foreground:
-        from pool.sdnotify import SystemdNotifier
-        from pool.supervisor import Supervisor
-        from pool.titles import set_title, supervisor_title
+    if not foreground:
+        from pool.supervision.lock import StartLock
 
-        set_title(supervisor_title(spec.name))
-        systemd = SystemdNotifier.from_environ()  # Type=notify units: READY=1 once every worker beat
-        result = Supervisor(spec, runtime_dir=directory, echo_log=True, systemd=systemd).run()
-        if not result.ok:
-            raise CliError(result.boot_error or f"stop failed: survivors {result.survivors}")
+        # Held until the daemon is ready or has failed: a `stop` meanwhile waits for the
+        # supervisor this start launches and stops it, instead of finding nothing yet.
+        with StartLock(directory, wait=wait + 10.0):
+            return _start_detached(g, spec, directory, wait)
+    if _already_running(g, directory):
         return ExitCode.OK
-    from pool.daemon import launch
+    from pool.integrations.sdnotify import SystemdNotifier
+    from pool.integrations.titles import set_title, supervisor_title
+    from pool.supervision.supervisor import Supervisor
 
+    set_title(supervisor_title(spec.name))
+    systemd = SystemdNotifier.from_environ()  # Type=notify units: READY=1 once every worker beat
+    result = Supervisor(spec, runtime_dir=directory, echo_log=True, systemd=systemd).run()
+    if not result.ok:
+        raise CliError(result.boot_error or f"stop failed: survivors {result.survivors}")
+    return ExitCode.OK
+
+
+def _start_detached(g: Globals, spec: Any, directory: Path, wait: float) -> int:
+    from cli.status_cmd import status_main
+    from pool.ops.daemon import launch
+
+    if _already_running(g, directory):
+        return ExitCode.OK
     launched = launch(spec, directory, wait=wait)
+    for note in launched.notes:  # e.g. what was left of a dead supervisor's pool, and killed
+        typer.echo(note)
     if not launched.ok:
         raise CliError(f"start failed: {launched.message}")
     status_main(g.name, g.runtime_dir)
     return ExitCode.OK
+
+
+def _already_running(g: Globals, directory: Path) -> bool:
+    """True (and the status printed) when the pool already runs live."""
+    from cli.status_cmd import status_main
+    from statusboard.probe import probe
+
+    live = probe(directory, g.name)
+    if live.document["source"] != "shm":
+        return False
+    typer.echo(f"pool {g.name} is already running (supervisor pid {live.document['supervisor']['pid']})")
+    status_main(g.name, g.runtime_dir)
+    return True
 
 
 @app.command()
@@ -290,7 +184,7 @@ def stop(
     timeout: Annotated[
         float | None,
         typer.Option(
-            callback=_positive,
+            callback=params.positive,
             help="Seconds to wait for the supervisor before killing its process group "
             "(default: its grace + 5).",
         ),
@@ -309,7 +203,9 @@ def restart(
     rolling: Annotated[
         bool, typer.Option(help="Replace workers one at a time; the rest keep serving.")
     ] = False,
-    wait: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for readiness.")] = 60.0,
+    wait: Annotated[
+        float, typer.Option(callback=params.positive, help="Seconds to wait for readiness.")
+    ] = 60.0,
 ) -> int:
     """Stop and start the pool with the same settings (or --rolling: one worker at a time)."""
     from pool.spec import PoolSpec
@@ -329,7 +225,7 @@ def restart(
     if not isinstance(spec_doc, dict):
         raise CliError(f"{g.directory}/runtime.json records no pool settings; use start")
     from cli.stop_cmd import grace_of
-    from pool.stopper import stop_pool
+    from pool.ops.stopper import stop_pool
 
     outcome = stop_pool(g.directory, timeout=grace_of(g.directory) + 5.0)
     if not outcome.ok:
@@ -344,7 +240,7 @@ def status(
     supervisor_timeout: Annotated[
         float,
         typer.Option(
-            callback=_positive,
+            callback=params.positive,
             help="A supervisor whose board heartbeat is older than this is frozen. The supervisor "
             "beats every second, so use 2 s or more.",
         ),
@@ -360,7 +256,9 @@ def status(
 @app.command()
 def watch(
     ctx: typer.Context,
-    interval: Annotated[float, typer.Option(callback=_positive, help="Seconds between refreshes.")] = 0.5,
+    interval: Annotated[
+        float, typer.Option(callback=params.positive, help="Seconds between refreshes.")
+    ] = 0.5,
 ) -> int:
     """A live, refreshing table of the board until Ctrl-C."""
     from cli.live import watch_pool
@@ -373,8 +271,13 @@ def watch(
 @app.command()
 def scale(
     ctx: typer.Context,
-    workers: Annotated[int, typer.Argument(min=1, max=1024, help="New number of workers (1..1024).")],
-    wait: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait until reached.")] = 30.0,
+    workers: Annotated[
+        int,
+        typer.Argument(min=1, max=MAX_WORKERS, help=f"New number of workers (1..{MAX_WORKERS})."),
+    ],
+    wait: Annotated[
+        float, typer.Option(callback=params.positive, help="Seconds to wait until reached.")
+    ] = 30.0,
 ) -> int:
     """Change the number of workers live; return when it is reached."""
     from cli.live import scale_pool
@@ -403,7 +306,7 @@ def logs(
 
 @app.command()
 def demo(
-    seconds: Annotated[float, typer.Option(callback=_positive, help="How long the demo runs.")] = 14.0,
+    seconds: Annotated[float, typer.Option(callback=params.positive, help="How long the demo runs.")] = 14.0,
     workers: Annotated[int, typer.Option("--workers", "-w", min=3, max=16, help="Workers in the demo.")] = 4,
 ) -> int:
     """Run a self-contained demo pool: a crash, a hang, restarts, a clean stop."""
@@ -418,7 +321,7 @@ def metrics(
     supervisor_timeout: Annotated[
         float,
         typer.Option(
-            callback=_positive,
+            callback=params.positive,
             help="A supervisor whose board heartbeat is older than this is frozen (as for status).",
         ),
     ] = 5.0,
@@ -478,7 +381,8 @@ def _with_start_options(command: Callable[..., int]) -> Callable[..., int]:
         for name, p in inspect.signature(start, eval_str=True).parameters.items()
         if name != "ctx" and name not in NOT_IN_UNIT
     ]
-    command.__signature__ = own.replace(parameters=[ctx, *taken, *unit_only])  # type: ignore[attr-defined]
+    rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in (*taken, *unit_only)]
+    command.__signature__ = own.replace(parameters=[ctx, *rest])  # type: ignore[attr-defined]
     return command
 
 
@@ -489,7 +393,7 @@ def systemd_unit(
     watchdog_sec: Annotated[
         float,
         typer.Option(
-            callback=_not_negative,
+            callback=params.not_negative,
             help="WatchdogSec=: systemd restarts the pool if the supervisor loop stops pinging "
             "for this long; 0 = no watchdog.",
         ),

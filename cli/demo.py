@@ -24,13 +24,13 @@ REFRESH_S = 0.25
 
 
 def run_demo(*, seconds: float, workers: int, started: float) -> int:
-    from pool.daemon import launch
+    from pool.ops.daemon import launch
+    from pool.ops.stopper import stop_pool
     from pool.spec import PoolSpec
-    from pool.stopper import stop_pool
 
     directory = Path(tempfile.mkdtemp(prefix="poolctl-demo-"))
     spec = PoolSpec(
-        target="pool.demo_worker:work",
+        target="pool.ops.demo_worker:work",
         workers=workers,
         name=DEMO_NAME,
         heartbeat_timeout=2.0,

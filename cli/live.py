@@ -24,7 +24,7 @@ def _live_report(directory: Path, name: str) -> StatusReport:
 
 
 def _control(directory: Path, name: str, payload: dict[str, Any]) -> None:
-    from pool.control import request
+    from pool.integrations.control import request
     from statusboard import runtime_file
     from statusboard.liveness import LOCK_NAME, lock_holder
 

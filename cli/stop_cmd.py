@@ -13,7 +13,7 @@ from statusboard import runtime_dir as rdir
 
 def stop_main(name: str, runtime_dir: str | None, *, timeout: float | None = None) -> int:
     """Stop pool ``name``; raise CliError naming whatever survived."""
-    from pool.stopper import stop_pool
+    from pool.ops.stopper import stop_pool
 
     directory = checked_directory(name, runtime_dir)
     outcome = stop_pool(directory, timeout=timeout if timeout is not None else grace_of(directory) + 5.0)

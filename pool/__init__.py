@@ -20,10 +20,10 @@ from pool.errors import (
 )
 
 if TYPE_CHECKING:
-    from pool.executor import Pool
     from pool.spec import PoolSpec, RestartPolicy
-    from pool.supervisor import Supervisor
-    from pool.worker import WorkerContext
+    from pool.supervision.supervisor import Supervisor
+    from pool.supervision.worker import WorkerContext
+    from pool.taskpool.executor import Pool
 
 __all__ = [
     "AlreadyRunning",
@@ -41,11 +41,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Pool": "pool.executor",
+    "Pool": "pool.taskpool.executor",
     "PoolSpec": "pool.spec",
     "RestartPolicy": "pool.spec",
-    "Supervisor": "pool.supervisor",
-    "WorkerContext": "pool.worker",
+    "Supervisor": "pool.supervision.supervisor",
+    "WorkerContext": "pool.supervision.worker",
 }
 
 

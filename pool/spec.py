@@ -18,6 +18,14 @@ _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _TARGET_RE = re.compile(r"^(?P<module>[^:\s]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
+def workers_error(workers: object) -> str | None:
+    """Why ``workers`` is not a pool size (None when it is): the one check of 1..MAX_WORKERS
+    behind PoolSpec, Supervisor.scale and the control socket's scale."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        return f"workers: must be an integer in 1..{MAX_WORKERS}, got {workers!r}"
+    return None
+
+
 class RestartPolicy(StrEnum):
     """OTP restart types: permanent always, transient after an abnormal exit, temporary never."""
 
@@ -74,7 +82,8 @@ class PoolSpec:
                     f"restart: unknown policy {self.restart!r} (use permanent, transient or temporary)"
                 ) from None
         check_target(self.target)
-        _check_int("workers", self.workers, 1, MAX_WORKERS)
+        if (error := workers_error(self.workers)) is not None:
+            raise SpecError(error)
         _check_int("max_restarts", self.max_restarts, 0, 1_000_000)
         for name in (
             "heartbeat_timeout",

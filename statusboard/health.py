@@ -180,9 +180,7 @@ def failed_reason(rows: list[dict[str, Any]], workers_desired: int) -> str | Non
         return None
     details = [f"worker {r['slot']}: {worker_verdict(r, 0, 0).reason}" for r in sorted(desired, key=_slot)]
     shown = "; ".join(details[:3]) + (f"; and {len(details) - 3} more" if len(details) > 3 else "")
-    return (
-        f"every worker failed ({len(desired)} of {workers_desired}) and none will be restarted: {shown}"
-    )
+    return f"every worker failed ({len(desired)} of {workers_desired}) and none will be restarted: {shown}"
 
 
 def _slot(row: dict[str, Any]) -> int:

@@ -39,7 +39,7 @@ clock read and two stores)::
     5     started_ns        supervisor  lifecycle
     6     restarts          supervisor  lifecycle
     7     last_exit_code    supervisor  lifecycle (NO_EXIT_CODE when none)
-    8     rss_bytes         supervisor  lifecycle (the worker's whole tree: pool.containment)
+    8     rss_bytes         supervisor  lifecycle (the worker's whole tree: pool.supervision.containment)
     9     recycled          supervisor  lifecycle
     10    stop_requested    supervisor  lifecycle
     11    wk_seq            worker      task seqlock

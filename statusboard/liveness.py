@@ -55,7 +55,7 @@ def lock_holder_present(lock_path: str | os.PathLike[str]) -> bool:
 
     Tested with a shared, non-blocking flock that is released at once: it never
     blocks, and never conflicts with another reader. A supervisor that starts in
-    that microsecond retries its own lock (see pool.daemon), so probing cannot make
+    that microsecond retries its own lock (see pool.ops.daemon), so probing cannot make
     a start fail.
     """
     try:

@@ -1,6 +1,6 @@
 """Worker and pool states: the exact integers the board stores.
 
-The transition rules live with the supervisor (``pool.state``); this module only
+The transition rules live with the supervisor (``pool.supervision.transitions``); this module only
 names the values, so a reader can decode a board without importing ``pool``.
 """
 

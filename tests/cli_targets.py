@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pool.titles import supervisor_title
+from pool.integrations.titles import supervisor_title
 
 BOOT_S = 1.0  # slow_boot: seconds before the first heartbeat
 _cue: list[int] = []
@@ -258,7 +258,7 @@ class Cli:
                 pass
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = proc.info["cmdline"] or []
-            if ("pool.daemon" in cmdline and str(self.directory) in cmdline) or " ".join(
+            if ("pool.ops.daemon" in cmdline and str(self.directory) in cmdline) or " ".join(
                 cmdline
             ).strip() == supervisor_title(self.name):
                 found.setdefault(proc.pid, _ticks(proc.pid))
@@ -376,8 +376,12 @@ def _segment_owner_alive(segment: Path) -> bool:
 
 
 def lock_holders(path: Path) -> set[int]:
-    """Pids holding an flock on ``path``, from /proc/locks (the kernel's word, not a pid file)."""
-    st = os.stat(path)
+    """Pids holding an flock on ``path``, from /proc/locks (the kernel's word, not a pid file).
+    No file: nobody holds it (a start aborted before its daemon got that far)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return set()
     inode_key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     holders = set()
     with open("/proc/locks") as f:

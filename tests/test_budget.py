@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from pool.budget import RestartBudget, backoff_delay
-from pool.leaving import should_restart
 from pool.spec import RestartPolicy
+from pool.supervision.budget import RestartBudget, backoff_delay
+from pool.supervision.leaving import should_restart
 
 
 def budget(**overrides):

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from cli_targets import FAST, POOLCTL, TESTS_DIR, Cli, alive, lock_holders, wait_for
 
-from pool.titles import supervisor_title
+from pool.integrations.titles import supervisor_title
 from statusboard.liveness import start_ticks
 from statusboard.probe import probe
 
@@ -140,7 +140,7 @@ def test_concurrent_starts_leave_exactly_one_supervisor(cli: Cli, spawn) -> None
     daemons = []  # supervisors of this directory: session leaders (forked workers share the cmdline)
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        ours = ("pool.daemon" in cmdline and str(cli.directory) in cmdline) or " ".join(
+        ours = ("pool.ops.daemon" in cmdline and str(cli.directory) in cmdline) or " ".join(
             cmdline
         ).strip() == supervisor_title(cli.name)
         if ours and alive(proc.pid):
@@ -188,7 +188,7 @@ def test_stop_kills_a_frozen_supervisor_and_its_workers(cli: Cli) -> None:
     cli.start("cli_targets:steady", workers=2)
     code, document = cli.status()
     processes = [cli.supervisor(), *worker_pids(document)]
-    # Every worker leads its own process group (pool.containment), whatever its target does.
+    # Every worker leads its own process group (pool.supervision.containment), whatever its target does.
     assert [os.getpgid(pid) == pid for pid, _ in processes[1:]] == [True, True]
     os.kill(processes[0][0], signal.SIGSTOP)
     result = cli("stop", "--timeout", "1")
@@ -203,10 +203,10 @@ def test_stop_kills_a_frozen_supervisor_and_its_workers(cli: Cli) -> None:
 
 
 def test_a_survivor_makes_stop_fail_naming_it(cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """No process can be made unkillable here, so the kernel's answer is simulated: pool.stopper's
+    """No process can be made unkillable here, so the kernel's answer is simulated: pool.ops.stopper's
     (and the probe's) liveness check reports one worker alive after the stop, as it would for a
     process stuck in uninterruptible sleep. Everything else is real: the pool, the stop, the file."""
-    import pool.stopper
+    import pool.ops.stopper
     import statusboard.liveness
     from cli.main import main
 
@@ -218,7 +218,7 @@ def test_a_survivor_makes_stop_fail_naming_it(cli: Cli, monkeypatch: pytest.Monk
     def stuck(pid: int, ticks: int | None = None) -> bool:
         return pid == survivor or really_alive(pid, ticks)
 
-    monkeypatch.setattr(pool.stopper, "is_alive", stuck)
+    monkeypatch.setattr(pool.ops.stopper, "is_alive", stuck)
     assert main(["--name", cli.name, "--runtime-dir", str(cli.directory), "stop", "--timeout", "5"]) == 1
     out, err = capsys.readouterr()
     assert err == f"poolctl: error: stop failed: still alive: pid {survivor}\n" and out == "", (out, err)

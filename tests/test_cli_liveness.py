@@ -87,7 +87,7 @@ def test_frozen_supervisor_turns_stale_once_its_heartbeat_is_older_than_the_time
     pid, ticks = cli.supervisor()
 
     # Alive and idle it reads running, every time. (2 s, not 1: an idle supervisor refreshes its
-    # board heartbeat once per 1 s loop tick, and pool.supervisor asks for timeouts of 2 s or more.)
+    # board heartbeat once per 1 s loop tick, and pool.supervision.supervisor asks for timeouts of 2 s or more.)
     verdicts: dict[int, int] = {}
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:

@@ -3,7 +3,7 @@
 Commands that act on a pool (stop, scale, restart) act on the verified lock holder
 (pid + start ticks) or refuse; a pid read from runtime.json alone is never
 signalled; a symlinked runtime.json is refused; `stop` while a pool boots stops
-it. And the finder of what a dead supervisor left (pool.remnants): it returns only
+it. And the finder of what a dead supervisor left (pool.supervision.remnants): it returns only
 processes provably that pool's, and `start` and `stop` kill them.
 """
 
@@ -177,7 +177,7 @@ def _pool_processes_by_title(name: str, directory: Path) -> list[psutil.Process]
         cmdline = " ".join(proc.info["cmdline"] or [])
         if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
             continue
-        if f"[{name}]" in cmdline or ("pool.daemon" in cmdline and str(directory) in cmdline):
+        if f"[{name}]" in cmdline or ("pool.ops.daemon" in cmdline and str(directory) in cmdline):
             found.append(proc)
     return found
 
@@ -273,7 +273,7 @@ def _kill_all(procs: dict[str, tuple[int, int]]) -> None:
 def test_remnants_are_the_workers_their_descendants_and_group_and_nothing_else(
     spawn: Any, read_line: Callable[..., str]
 ) -> None:
-    from pool.remnants import remnants
+    from pool.supervision.remnants import remnants
 
     bystander = spawn(["sleep", "300"])
     document, procs = _old_pool(spawn, read_line)
@@ -302,7 +302,7 @@ def test_remnants_are_the_workers_their_descendants_and_group_and_nothing_else(
 def test_start_kills_what_a_dead_supervisor_left_and_logs_one_line(
     runtime: Path, spawn: Any, read_line: Callable[..., str]
 ) -> None:
-    from pool.supervisor import Supervisor
+    from pool.supervision.supervisor import Supervisor
 
     bystander = spawn(["sleep", "300"])
     document, procs = _old_pool(spawn, read_line)
@@ -432,3 +432,50 @@ def test_a_lock_record_the_kernel_contradicts_is_not_believed(
     assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (True, _identity(holder.proc.pid))
     holder.release()
     assert liveness.lock_holder(runtime_dir / "supervisor.lock") == (False, None)
+
+
+@pytest.mark.parametrize("attempt", range(int(os.environ.get("RACE_ATTEMPTS", "5"))))
+def test_stop_while_start_is_still_launching_the_supervisor_stops_what_it_launches(
+    cli: Cli, attempt: int
+) -> None:
+    """Earlier than the boot window: `poolctl start` has begun (it holds start.lock) but its
+    supervisor may not even exist yet. `stop` waits for it and stops it; exit 0 only when
+    nothing of the pool runs, and the start then fails instead of leaving a pool behind."""
+    start_lock = cli.directory / "start.lock"
+    argv = [
+        POOLCTL,
+        "--name",
+        cli.name,
+        "--runtime-dir",
+        str(cli.directory),
+        "start",
+        "cli_targets:slow_boot",
+        "-w",
+        "2",
+        "--grace",
+        "0.5",
+        "--heartbeat-timeout",
+        "5",
+    ]
+    starter = subprocess.Popen(
+        argv, cwd=TESTS_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(
+            lambda: start_lock.exists() and liveness.lock_holder_present(start_lock),
+            30,
+            "`poolctl start` to take start.lock",
+            interval=0.001,
+        )
+        result = cli("stop")
+        assert result.code == 0, str(result)
+        out, err = starter.communicate(timeout=60)
+        assert starter.returncode != 0 or b"running" not in out, (out, err)
+        assert not lock_holders(cli.directory / "supervisor.lock"), str(result)
+        left = _pool_processes_by_title(cli.name, cli.directory)
+        assert not left, f"after `stop` exit 0: {[p.pid for p in left]}\n{result}"
+        assert cli.status()[0] == 3
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        starter.communicate(timeout=30)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cli_targets import POOLCTL, run
 
-from pool.logfile import LOG_NAME, close_log, open_log
+from pool.integrations.logfile import LOG_NAME, close_log, open_log
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$")
 KEYS = {"ts", "level", "msg", "pool", "pid"}

@@ -1,4 +1,4 @@
-"""The exit decision (pool/leaving.py), exhaustively: every planned change x every fact.
+"""The exit decision (pool/supervision/leaving.py), exhaustively: every planned change x every fact.
 
 The expected outcome is written out below as rules in plain words, independently of
 the implementation's table, and checked on every combination (7 changes + None, 3
@@ -11,8 +11,8 @@ import itertools
 
 import pytest
 
-from pool.leaving import AfterExit, Leaving, after_exit
 from pool.spec import RestartPolicy
+from pool.supervision.leaving import AfterExit, Leaving, after_exit
 
 REPLACEMENTS = {Leaving.RECYCLE, Leaving.ROLL, Leaving.KILL, Leaving.RESPAWN}
 

@@ -24,7 +24,7 @@ import pytest
 from cli_targets import Cli, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from pool.metrics_http import CONTENT_TYPE, MAX_CLIENTS, MetricsServer
+from pool.integrations.metrics_http import CONTENT_TYPE, MAX_CLIENTS, MetricsServer
 from statusboard.metrics import POOL_STATES, WORKER_STATES, exposition
 from statusboard.probe import probe
 

@@ -11,7 +11,7 @@ import pytest
 from scripts import supkit
 from scripts.supkit import ScriptSupervisor, wait_until
 
-from pool.supervisor import Supervisor
+from pool.supervision.supervisor import Supervisor
 from statusboard import liveness
 from statusboard.probe import probe
 

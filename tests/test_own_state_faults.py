@@ -24,7 +24,7 @@ import psutil
 import pytest
 from cli_targets import FAST, Cli, alive, lock_holders, wait_for
 
-from pool.own_state import RateLimitedLog
+from pool.supervision.own_state import RateLimitedLog
 from statusboard.liveness import start_ticks
 
 pytestmark = pytest.mark.timeout(120)

@@ -22,7 +22,7 @@ from scripts.supkit import is_gone as gone
 
 import statusboard
 from pool import Pool, WorkerCrashed
-from pool.taskwire import RemoteTraceback
+from pool.taskpool.taskwire import RemoteTraceback
 
 pytestmark = [pytest.mark.usefixtures("forkserver_stopped", "private_runtime_root"), pytest.mark.timeout(60)]
 # map(timeout=): the quick results must come within it, the blocked one must not: seconds,

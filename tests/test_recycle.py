@@ -31,9 +31,9 @@ from scripts.supkit import wait_until
 
 import statusboard
 from pool.errors import SpecError
-from pool.recycle import age_limit, may_start, over_rss
 from pool.spec import PoolSpec, format_size, parse_size
-from pool.supervisor import Supervisor
+from pool.supervision.recycle import age_limit, may_start, over_rss
+from pool.supervision.supervisor import Supervisor
 from statusboard.probe import probe
 from statusboard.states import WorkerState as S
 

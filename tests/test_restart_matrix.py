@@ -14,7 +14,7 @@ import pytest
 from scripts import supkit
 from scripts.supkit import wait_until
 
-from pool.supervisor import Supervisor
+from pool.supervision.supervisor import Supervisor
 
 pytestmark = pytest.mark.usefixtures("supervised")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pool.sdnotify import SystemdNotifier, socket_address, watchdog_interval
+from pool.integrations.sdnotify import SystemdNotifier, socket_address, watchdog_interval
 
 
 class Listener:

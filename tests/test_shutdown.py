@@ -14,10 +14,10 @@ import pytest
 from scripts import supkit
 from scripts.supkit import wait_until
 
-from pool import shutdown
 from pool.errors import StopFailed
-from pool.shutdown import Stage
-from pool.supervisor import Supervisor
+from pool.supervision import shutdown
+from pool.supervision.shutdown import Stage
+from pool.supervision.supervisor import Supervisor
 from statusboard.liveness import start_ticks
 from statusboard.probe import probe
 
@@ -196,7 +196,7 @@ def test_a_stop_that_cannot_complete_is_a_failure_naming_the_survivor(runtime, m
             sup.stop()
         assert err.value.survivors == [victim]
         assert str(victim) in str(err.value)
-        # Each step reaches the worker and its process group (its tree: pool.containment).
+        # Each step reaches the worker and its process group (its tree: pool.supervision.containment).
         assert sorted(swallowed) == sorted(
             [
                 (-victim, signal.SIGTERM),

@@ -28,7 +28,7 @@ def test_sigterm_and_sigint_stop_cleanly(runtime, signum, to_group):
         segment = Path(supkit.runtime_doc(runtime)["board"])
         assert segment.exists()
         if to_group:  # a terminal's Ctrl-C: SIGINT to the supervisor's process group
-            # Each worker leads its own group (pool.containment), so only the supervisor gets
+            # Each worker leads its own group (pool.supervision.containment), so only the supervisor gets
             # it, and it stops the workers gracefully (they ignore SIGINT anyway).
             assert all(os.getpgid(pid) == pid for pid in pids)
             os.killpg(sup.pid, signum)

@@ -23,7 +23,7 @@ import pytest
 from cli_targets import FAST, POOLCTL, Cli, alive, run, wait_for
 from scripts import supkit
 
-from pool.supervisor import Supervisor
+from pool.supervision.supervisor import Supervisor
 from statusboard.liveness import start_ticks
 
 pytestmark = pytest.mark.timeout(180)
@@ -146,7 +146,7 @@ _EMERGENCY = """
 import os, sys
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
 from scripts import supkit
-from pool.supervisor import Supervisor
+from pool.supervision.supervisor import Supervisor
 runtime = sys.argv[1]
 sup = Supervisor(supkit.make_spec("well_behaved", workers=3), runtime_dir=runtime).start()
 print(" ".join(str(w["pid"]) for w in supkit.workers(runtime)), flush=True)
@@ -160,7 +160,7 @@ except OSError:
 def broken():
     raise RuntimeError("injected internal error")
 
-sup._check_ready = broken  # the loop's next wake raises, with no fd left to open
+sup.loop._check_ready = broken  # the loop's next wake raises, with no fd left to open
 sup._thread.join(60)
 for fd in hog:
     os.close(fd)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from pool.state import Event, IllegalTransition, next_state
+from pool.supervision.transitions import Event, IllegalTransition, next_state
 from statusboard.states import WorkerState as S
 
-# Written out by hand from the contract, not derived from pool.state: a change to
+# Written out by hand from the contract, not derived from pool.supervision.transitions: a change to
 # the table has to be made here too, deliberately.
 EXPECTED = {
     (S.EMPTY, Event.SPAWN): S.STARTING,

@@ -16,8 +16,8 @@ from scripts.supkit import wait_until
 
 import statusboard
 from pool.errors import AlreadyRunning, PoolError, SpecError
-from pool.slot import WorkerHooks
-from pool.supervisor import Supervisor
+from pool.supervision.slot import WorkerHooks
+from pool.supervision.supervisor import Supervisor
 from statusboard.probe import probe
 
 pytestmark = pytest.mark.usefixtures("supervised")
@@ -256,11 +256,11 @@ def test_commands_after_the_pool_stopped_write_to_no_reused_descriptor(runtime, 
         made.append(fds)
         return fds
 
-    monkeypatch.setattr("pool.supervisor.os.pipe2", recording_pipe2)
+    monkeypatch.setattr("pool.supervision.commands.os.pipe2", recording_pipe2)
     with pytest.raises(PoolError):
         sup.start(timeout=15)
     monkeypatch.undo()
-    assert made and sup._wake_w == -1
+    assert made and sup._inbox.wake_w == -1
     old_wake_fd = made[0][1]
     try:
         os.fstat(old_wake_fd)
@@ -484,7 +484,7 @@ import resource, sys
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 from scripts import supkit
-from pool.supervisor import Supervisor
+from pool.supervision.supervisor import Supervisor
 spec = supkit.make_spec("well_behaved", workers=60)
 with Supervisor(spec, runtime_dir=sys.argv[1]):
     print(len(supkit.running(sys.argv[1], 60) or []), resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)

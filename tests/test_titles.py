@@ -18,8 +18,8 @@ from scripts import supkit
 
 import statusboard
 from pool import Pool
-from pool.supervisor import Supervisor
-from pool.titles import supervisor_title, worker_title
+from pool.integrations.titles import supervisor_title, worker_title
+from pool.supervision.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(90)
 

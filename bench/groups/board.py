@@ -181,7 +181,7 @@ def _heartbeat(ctx: Context) -> Row:
         return in_unit(got[name], "ns")
 
     gunicorn = "gunicorn heartbeat (os.utime on a tmp file)"
-    # ctx.beat() is bound straight to row.heartbeat (pool/worker.py): that is what a worker pays.
+    # ctx.beat() is bound straight to row.heartbeat (pool/supervision/worker.py): that is what a worker pays.
     has_closure = "heartbeat" in got
     beat = ns("heartbeat") if has_closure else ns("beat")
     return Row(

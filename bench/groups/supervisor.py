@@ -639,7 +639,7 @@ def _start_stop(ctx: Context, plan: Plan) -> list[Row]:
             start_alts,
             fastest(start_alts),
             note=f"{plan.cycles} rounds, round-robin. Ours: wall time of `poolctl start -w {START_WORKERS}` "
-            "(CLI interpreter + typer, detached `python -m pool.daemon`, forks, returns once every worker "
+            "(CLI interpreter + typer, detached `python -m pool.ops.daemon`, forks, returns once every worker "
             "has beaten). Peers: from launching the daemon in the foreground until all its children run "
             "(supervisord/circus: the `sleep` processes exist; gunicorn: every worker has beaten once), "
             "polled every 5 ms",

@@ -76,12 +76,12 @@ def main() -> int:
     opts = parser.parse_args()
 
     from pool.spec import PoolSpec
-    from pool.supervisor import Supervisor
+    from pool.supervision.supervisor import Supervisor
 
     if opts.no_pdeathsig:
-        import pool.worker
+        import pool.supervision.worker
 
-        pool.worker._die_with_parent = lambda: None
+        pool.supervision.worker._die_with_parent = lambda: None
     if opts.audit:
         install_audit(opts.audit, opts.runtime_dir)
     spec = PoolSpec(

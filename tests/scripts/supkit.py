@@ -25,7 +25,7 @@ from cli_targets import wait_for
 
 import statusboard
 from pool.spec import PoolSpec
-from pool.supervisor import StopResult, Supervisor
+from pool.supervision.supervisor import StopResult, Supervisor
 from statusboard import runtime_file
 from statusboard.board import SEGMENT_PREFIX, shm_dir
 

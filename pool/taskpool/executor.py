@@ -3,7 +3,7 @@
 Data flow::
 
     submit() --> pending deque --wake--> dispatcher thread
-    dispatcher --request on worker k's own pipe--> worker k (pool.taskworker)
+    dispatcher --request on worker k's own pipe--> worker k (pool.taskpool.taskworker)
     worker k --reply on the same pipe--> dispatcher --> Future
     supervisor thread --hooks: started / exited--> dispatcher
 
@@ -37,11 +37,11 @@ from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
-from pool import taskwire
 from pool.errors import WorkerCrashed
-from pool.slot import WorkerHooks
 from pool.spec import PoolSpec
-from pool.supervisor import Supervisor
+from pool.supervision.slot import WorkerHooks
+from pool.supervision.supervisor import Supervisor
+from pool.taskpool import taskwire
 from statusboard.layout import NO_TASK
 
 # (kind, slot, generation, pid, task running at death, how it ended)
@@ -96,7 +96,7 @@ class _Hooks(WorkerHooks):
         pool = self._pool()
         if pool is None:
             return None
-        parent_end, child_end = pool._supervisor._mp.Pipe(duplex=True)
+        parent_end, child_end = pool._supervisor.mp_context.Pipe(duplex=True)
         with self.lock:
             self.channels[(slot, generation)] = parent_end
         return child_end
@@ -161,7 +161,7 @@ class Pool(Executor):
         self._own_dir = name is None and runtime_dir is None
         pool_name = name or f"pool-{os.getpid()}-{next(_ids)}"
         self._spec = PoolSpec(
-            target="pool.taskworker:serve",
+            target="pool.taskpool.taskworker:serve",
             workers=count,
             name=pool_name,
             heartbeat_timeout=heartbeat_timeout,

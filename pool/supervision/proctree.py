@@ -5,7 +5,7 @@ Stateless and stdlib-only. A process is named by (pid, start ticks) — field 22
 
 Why a walk of ``/proc/PID/task/TID/children`` finds a worker's whole tree: every
 worker is a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``, see
-pool.worker), so a descendant that double-forks or calls ``setsid()`` is
+pool.supervision.worker), so a descendant that double-forks or calls ``setsid()`` is
 re-parented to the worker, not to init, and stays below it while the worker lives.
 Children are listed per thread (a child belongs to the thread that forked it), so
 a complete walk reads every thread's file; ``main_thread_children`` is the cheap

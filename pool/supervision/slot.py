@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool import shutdown
-from pool.budget import RestartBudget
-from pool.leaving import Leaving
+from pool.supervision import shutdown
+from pool.supervision.budget import RestartBudget
+from pool.supervision.leaving import Leaving
 from statusboard.states import WorkerState as S
 
 __all__ = ["Slot", "StopResult", "WorkerHooks"]
@@ -29,7 +29,9 @@ class Slot:
     restarts: int = 0
     restart_at: float | None = None
     escalation: shutdown.Escalation | None = None
-    leaving: Leaving | None = None  # the planned change under way (pool/leaving.py); None: serving
+    leaving: Leaving | None = (
+        None  # the planned change under way (pool/supervision/leaving.py); None: serving
+    )
     recycle_at: float | None = None  # max_age: when this process is due for recycling
     recycled: int = 0  # planned replacements for a limit (not crashes: restarts counts those)
     rss: int = 0  # last sampled resident set size of its tree (it and its descendants), bytes
@@ -38,7 +40,9 @@ class Slot:
     born_over_rss: bool = False
     survivor: bool = False  # did not die after SIGKILL
     last_error: str = ""  # the last exception summary its worker reported
-    oom_kills_at_start: int | None = None  # the machine's OOM-kill count when it started (pool.oom)
+    oom_kills_at_start: int | None = (
+        None  # the machine's OOM-kill count when it started (pool.supervision.oom)
+    )
 
     @property
     def alive(self) -> bool:

@@ -2,9 +2,9 @@
 
 A worker's *tree* is the unit. How it is held together without a cgroup:
 
-- every worker leads its own process group and is a child subreaper (pool.worker),
+- every worker leads its own process group and is a child subreaper (pool.supervision.worker),
   so while it lives its whole tree, escapers included (``setsid()``, double fork),
-  is found by walking /proc below it (pool.proctree);
+  is found by walking /proc below it (pool.supervision.proctree);
 - a supervisor that owns its process (daemon, foreground) is a child subreaper too:
   when a worker dies, its orphans re-parent to the supervisor, which finds them as
   its own children that are not workers, kills them and reaps them;
@@ -32,9 +32,9 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pool import proctree
-from pool.proctree import ProcId
-from pool.shutdown import CONFIRM_S
+from pool.supervision import proctree
+from pool.supervision.proctree import ProcId
+from pool.supervision.shutdown import CONFIRM_S
 
 CRASH_GRACE_S = 1.0  # SIGTERM -> SIGKILL for what a crashed worker left behind
 POLL_S = 0.02  # how often remnants are looked at while some remain (exit/stop windows only)

@@ -3,7 +3,7 @@ start made.
 
 A start fails for reasons that are the machine's, not the worker's: EMFILE/ENFILE (file
 descriptors), EAGAIN (the process limit), ENOMEM. The supervisor treats that as a slot
-failure (pool/worker_lives.py ``_spawn_failed``); this module makes sure the failure
+failure (pool/supervision/worker_lives.py ``_spawn_failed``); this module makes sure the failure
 costs nothing:
 
 - ``Headroom`` refuses a start that would leave the supervisor fewer than RESERVE_FDS
@@ -29,9 +29,16 @@ import resource
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from multiprocess import popen_fork
+
+from pool.supervision.worker import WorkerArgs, worker_main
+from statusboard.liveness import start_ticks
+
+if TYPE_CHECKING:
+    from pool.supervision.run import Run
 
 RESERVE_FDS = 16  # kept free for the supervisor itself: flushes, log rollover, control, stop
 # At a start's peak: 2 pipe ends, 2 task-channel ends, 4 popen pipes, pidfd, tree, statm, a /proc read.
@@ -136,3 +143,42 @@ def abandon(process: Any) -> None:
             process.close()
     except (OSError, ValueError):
         pass
+
+
+@dataclass
+class Started:
+    process: Any  # the multiprocess Process
+    conn: Any  # the supervisor's end of its pipe
+    ticks: int  # its start ticks (with its pid: its identity)
+    pidfd: int  # readable once it exits; -1 where pidfds do not exist
+
+
+def start_worker(run: Run, args: WorkerArgs) -> Started:
+    """Start one worker process for ``args`` (its pipe made here). On OSError everything
+    this attempt made is closed or killed and reaped, then the error is raised."""
+    made: list[Any] = [] if args.channel is None else [args.channel]
+    process: Any = None
+    try:
+        run.headroom.check()
+        parent_end, child_end = run.mp.Pipe(duplex=True)
+        made += (parent_end, child_end)
+        args.conn = child_end
+        process = run.mp.Process(target=worker_main, args=(args,), name=f"poolctl-worker-{args.slot}")
+        start(process, fork=run.fork)
+        if run.hooks is not None:
+            run.hooks.forked(args.slot, args.generation, process.pid)
+        ticks = start_ticks(process.pid) or 0
+    except OSError:
+        for end in made:
+            end.close()
+        if process is not None:
+            abandon(process)
+        raise
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        pidfd = -1  # no pidfds here: the sentinel pipe and the sweep tell its exit
+    child_end.close()  # the child has its copy (fork) or was sent it (forkserver, spawn)
+    if args.channel is not None:
+        args.channel.close()
+    return Started(process, parent_end, ticks, pidfd)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pool.proctree import command_line
-from pool.remnants import kill_remnants, remnants, report
 from pool.spec import PoolSpec
+from pool.supervision.proctree import command_line
+from pool.supervision.remnants import kill_remnants, remnants, report
 from statusboard import runtime_file
 from statusboard.board import Board, segment_owner, shm_dir
 from statusboard.errors import RuntimeFileError
@@ -76,7 +76,7 @@ def runtime_document(
         "survivors": [
             {"pid": pid, "start_ticks": ticks, "cmdline": command_line(pid)} for pid, ticks in survivors
         ],
-        # The workers' descendants when last looked at (pool.containment), so that the
+        # The workers' descendants when last looked at (pool.supervision.containment), so that the
         # next start or stop can end them if this supervisor is SIGKILLed.
         "descendants": descendants or [],
     }
@@ -113,7 +113,7 @@ def clean_predecessor(runtime_dir: Path, *, grace: float, document: dict[str, An
     Only the holder of supervisor.lock calls this, so no earlier supervisor of this
     directory still runs. Only what is provably the predecessor's is touched:
 
-    - processes: pool.remnants on the predecessor's runtime.json (``document``, else the
+    - processes: pool.supervision.remnants on the predecessor's runtime.json (``document``, else the
       file), when the supervisor it names is dead;
     - boards: the segments whose name encodes (pid, start ticks) of a dead supervisor
       that this directory's lock record or runtime.json names. Never a name prefix: a

@@ -10,7 +10,7 @@ step time instead of sleeping.
   and the slot gives up. Hang kills count like crashes (systemd counts watchdog
   failures the same way); recycling (a planned replacement) does not count.
 
-What follows an exit (restart, replace, retire ...) is decided in pool/leaving.py.
+What follows an exit (restart, replace, retire ...) is decided in pool/supervision/leaving.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A worker process, in order: resets the signal handlers it inherited (SIGINT is
 ignored so a terminal Ctrl-C reaches the supervisor, which stops the pool
 gracefully), leads its own process group as a child subreaper (its tree stays
-below it: pool.containment), closes the supervisor's lock fd (an inherited flock would keep a
+below it: pool.supervision.containment), closes the supervisor's lock fd (an inherited flock would keep a
 dead supervisor's lock "held"), asks the kernel for SIGTERM when its parent dies
 and checks the parent did not die before that, maps the board, imports its
 target, and runs it. A target that cannot be imported is reported as a boot
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pool.errors import TargetError
-from pool.proctree import set_child_subreaper
-from pool.target import load_target
-from pool.titles import set_title, worker_title
+from pool.integrations.titles import set_title, worker_title
+from pool.supervision.proctree import set_child_subreaper
+from pool.supervision.target import load_target
 from statusboard.board import Board, WorkerRow
 from statusboard.liveness import is_alive
 
@@ -44,12 +44,13 @@ class WorkerArgs:
     generation: int
     target: str
     cwd: str
-    board_path: str
+    board_path: str  # how to open the board (the supervisor's kept fd under /proc)
     supervisor_pid: int
     supervisor_ticks: int
     conn: Any  # multiprocess Connection: stop requests in, reports out
     close_fds: list[int] = field(default_factory=list)
-    channel: Any = None  # an extra Connection for the task pool (pool.executor), else None
+    board_name: str = ""  # the board's name in the shm directory (its path when published)
+    channel: Any = None  # an extra Connection for the task pool (pool.taskpool.executor), else None
 
 
 class WorkerContext:
@@ -130,6 +131,9 @@ def worker_main(args: WorkerArgs) -> None:
         os._exit(0)  # the supervisor died before we could ask to die with it
     set_title(worker_title(args.slot, args.pool, args.generation))
     board = Board.open(Path(args.board_path), writable=True)
+    # Opened through the supervisor's kept fd (a removed name must not matter), but named
+    # by its name: an orphaned task worker removes the dead supervisor's board by it.
+    board.path = Path(args.board_name or args.board_path)
     ctx = WorkerContext(args, board)
     try:
         target = load_target(args.target, args.cwd)
@@ -159,7 +163,7 @@ def _reset_signals() -> None:
 
 
 def _hold_own_tree() -> None:
-    """Lead a process group of our own and be the reaper of our orphans (pool.containment):
+    """Lead a process group of our own and be the reaper of our orphans (pool.supervision.containment):
     whatever this worker starts stays findable below it, whatever it does (``setsid()``,
     a double fork), until the supervisor ends the whole tree with the worker.
 

@@ -28,24 +28,24 @@ What can happen to them under a running pool, and what this part does about it:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pool.lock import SupervisorLock
-from pool.logfile import reopen_log
-from pool.loop_state import LoopState
+from pool.integrations.logfile import reopen_log
+from pool.supervision.lock import SupervisorLock, open_locked
 from statusboard import runtime_dir as rdir
 from statusboard import runtime_file
 from statusboard.errors import RuntimeDirError
-from statusboard.states import PoolState
 from statusboard.states import WorkerState as S
 
+if TYPE_CHECKING:
+    from pool.supervision.loop import Loop  # the loop holds us: imported for the type checker only
+
 RATE_S = 30.0  # the same failure is logged at most this often
-LOCK_RETRY_S = 0.5  # as pool.lock: a status probe's shared flock lasts microseconds
+LOCK_RETRY_S = 0.5  # as pool.supervision.lock: a status probe's shared flock lasts microseconds
 
 
 class RateLimitedLog:
@@ -87,26 +87,15 @@ def _why(exc: BaseException) -> str:
 def _take_lock(path: Path) -> int | None:
     """flock a (new) supervisor.lock at ``path``: its fd, or None when another process holds it.
 
-    Like pool.lock.SupervisorLock.acquire (a reader's shared probe can collide with us for
+    Like pool.supervision.lock.SupervisorLock.acquire (a reader's shared probe can collide with us for
     microseconds, so retry briefly), but the fd is closed on every failure, and the pid
     written into the file is informational, so failing to write it (a full disk) is no
     failure: a leaked fd holding this lock would make our own next attempt see "another".
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    deadline = time.monotonic() + LOCK_RETRY_S
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return None
-                time.sleep(0.01)
-    except BaseException:
+    fd, held = open_locked(path, LOCK_RETRY_S)
+    if not held:
         os.close(fd)
-        raise
+        return None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -123,7 +112,7 @@ class OwnState:
     number it keeps valid across a re-created directory.
     """
 
-    def __init__(self, sup: LoopState, lock: SupervisorLock, runtime_dir: Path) -> None:
+    def __init__(self, sup: Loop, lock: SupervisorLock, runtime_dir: Path) -> None:
         self._sup = sup
         self._lock = lock
         self._dir = runtime_dir
@@ -226,7 +215,6 @@ class OwnState:
     def check_board_name(self, now: float) -> None:
         """Publish the board again if its name no longer leads to it (flush time: a stat)."""
         board = self._sup.board
-        assert board is not None
         try:
             if board.published():
                 self._notes.clear("board")
@@ -242,7 +230,6 @@ class OwnState:
     def guard_board(self) -> None:
         """Before the loop's first store after a wake: a truncated board would SIGBUS us."""
         board = self._sup.board
-        assert board is not None
         if board.size_ok():
             return
         was = board.restore_size()
@@ -259,16 +246,12 @@ class OwnState:
         Live workers get a fresh heartbeat (they beat again at once, or are judged by it)."""
         sup = self._sup
         board = sup.board
-        assert board is not None
-        if sup._stopping:
-            state = PoolState.STOPPING
-        elif sup._ready.is_set():
-            state = PoolState.RUNNING
-        else:
-            state = PoolState.STARTING
-        board.set_header(pool_state=state, workers_desired=sup._desired, slots_used=len(sup._slots))
+        lives = sup.lives
+        board.set_header(
+            pool_state=sup.pool_state, workers_desired=lives.desired, slots_used=len(lives.slots)
+        )
         now_ns = time.monotonic_ns()
-        for slot in sup._slots:
+        for slot in lives.slots:
             board.set_lifecycle(
                 slot.index,
                 pid=slot.pid if slot.alive else 0,

@@ -15,7 +15,7 @@ the one signalled, never a pid read from runtime.json alone.
    group (it is a session leader), and every collected worker.
 4. The holder is now proven dead, so take supervisor.lock (without recording
    ourselves in it) and clean up after it: whatever of the pool is left
-   (pool.remnants: workers, their descendants and process groups), its board, and a
+   (pool.supervision.remnants: workers, their descendants and process groups), its board, and a
    final runtime.json that says ``stopped``, or ``stop_failed`` naming what survived.
 5. Verify every collected pid: success only when none is alive.
 """
@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from pool.errors import AlreadyRunning
-from pool.lock import SupervisorLock
-from pool.runtime_doc import clean_predecessor
-from pool.shutdown import CONFIRM_S, kill_and_confirm, send, wait_gone
+from pool.integrations.logfile import append_to_log
+from pool.supervision.lock import START_LOCK_NAME, SupervisorLock
+from pool.supervision.runtime_report import clean_predecessor
+from pool.supervision.shutdown import CONFIRM_S, kill_and_confirm, send, wait_gone
 from statusboard import runtime_file
 from statusboard.board import Board, segment_owner, shm_dir
 from statusboard.errors import BoardError, RuntimeFileError, RuntimeFileMissing, RuntimeFileUnsafe
-from statusboard.liveness import LOCK_NAME, flock_pids, is_alive, lock_holder
+from statusboard.liveness import LOCK_NAME, flock_pids, is_alive, lock_holder, lock_holder_present
 from statusboard.rows import iso, read_board
 
 Identity = tuple[int, int]
@@ -76,23 +77,41 @@ def stop_pool(runtime_dir: Path, *, timeout: float) -> StopOutcome:
 
 
 def _await_holder(lock_path: Path, timeout: float) -> Identity | None:
-    """The verified lock holder, or None when the lock is free. A holder that does not
-    name itself within ``timeout`` is refused (raises _Refused): it is not signalled."""
+    """The verified lock holder, or None when the lock is free and no `start` is launching
+    a supervisor (start.lock, pool.supervision.lock.StartLock): a supervisor on its way is waited for.
+    A holder that does not name itself within ``timeout`` is refused (raises _Refused): it
+    is not signalled; so is a start still launching at ``timeout``."""
     deadline = time.monotonic() + timeout
     delay = 0.001
+    start_lock = lock_path.with_name(START_LOCK_NAME)
     while True:
         try:
             held, holder = lock_holder(lock_path)
         except OSError as exc:
             raise _Refused(f"cannot stop: {lock_path}: {exc.strerror or exc}") from None
-        if not held or holder is not None:
+        if holder is not None:
             return holder
-        if time.monotonic() >= deadline:
+        if not held:
+            if not _start_in_progress(start_lock):
+                return None
+            if time.monotonic() >= deadline:
+                raise _Refused(
+                    f"cannot stop: a start of this pool ({_kernel_holders(start_lock)}) is still launching "
+                    f"its supervisor after {timeout:g}s; nothing signalled"
+                )
+        elif time.monotonic() >= deadline:
             raise _Refused(
                 f"cannot stop: {lock_path} is held by {_kernel_holders(lock_path)}, which does not name itself in it; nothing signalled"
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _start_in_progress(start_lock: Path) -> bool:
+    try:
+        return lock_holder_present(start_lock)
+    except OSError:
+        return False
 
 
 def _kernel_holders(lock_path: Path) -> str:
@@ -205,6 +224,13 @@ def _finalise(
         return _Finalised([f"cannot take {lock.path} to clean up: {exc.strerror or exc}"], [], False)
     try:
         cleanup = clean_predecessor(runtime_dir, grace=0.5, document=last)
+        spec = (current or last or {}).get("spec") or {}
+        append_to_log(  # the pool's own log says what stop found and killed, too
+            runtime_dir,
+            cleanup.notes,
+            log_format=str(spec.get("log_format", "text")),
+            pool=(current or last or {}).get("pool"),
+        )
         killed = cleanup.killed > 0
         if current is None:
             return _Finalised(cleanup.notes, cleanup.survivors, killed)
@@ -280,7 +306,7 @@ def _board_workers(holder: Identity) -> list[Identity]:
 
 
 def _as_document(holder: Identity, workers: list[Identity], own: dict[str, Any] | None) -> dict[str, Any]:
-    """The stopped supervisor as pool.remnants reads it: its own last flush, plus the
+    """The stopped supervisor as pool.supervision.remnants reads it: its own last flush, plus the
     workers its board showed (a flush may be older than the last spawn)."""
     document: dict[str, Any] = dict(own) if own is not None else {}
     document["supervisor"] = {"pid": holder[0], "start_ticks": holder[1]}

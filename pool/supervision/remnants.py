@@ -15,7 +15,7 @@ when that is provable from what the dead supervisor recorded in runtime.json:
   as long as a process group of that id exists, so while the group lives its id still
   means the old worker's group. If the pid itself is alive as another process (other
   start ticks) it was reused, which proves the old group ended: nothing is taken from it;
-- a descendant of any process found so far (pool.proctree's walk of /proc children
+- a descendant of any process found so far (pool.supervision.proctree's walk of /proc children
   lists) that started at or after it: its ancestor is that very process.
 
 Everything else is left alone: a pid alone proves nothing. One residual case is not
@@ -24,7 +24,7 @@ own and died, and that group's members live on, all between two starts of this p
 that needs the pid space to wrap around first.
 
 Read from /proc with the stdlib (this runs in `poolctl stop`'s fast path, without
-psutil): one scan of /proc for the groups (pool.proctree), at stop and start only.
+psutil): one scan of /proc for the groups (pool.supervision.proctree), at stop and start only.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pool.proctree import descendants, group_members
-from pool.shutdown import kill_and_confirm
+from pool.supervision.proctree import descendants, group_members
+from pool.supervision.shutdown import kill_and_confirm
 from statusboard.liveness import is_alive, start_ticks
 
 

@@ -124,3 +124,23 @@ def close_log(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+def append_to_log(
+    runtime_dir: Path, lines: list[str], *, log_format: str = "text", pool: str | None = None
+) -> None:
+    """Add warning lines to supervisor.log from outside the supervisor (`poolctl stop`
+    cleaning up after a dead one, under its lock). A failure to write is not an error."""
+    if not lines:
+        return
+    try:
+        logger = open_log(runtime_dir, log_format=log_format, pool=pool)
+    except (OSError, ValueError):
+        return
+    try:
+        for line in lines:
+            logger.warning("%s", line)
+    finally:
+        for handler in list(logger.handlers):
+            handler.close()
+        close_log(logger)

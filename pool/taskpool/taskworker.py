@@ -22,7 +22,7 @@ import time
 import traceback
 from typing import Any
 
-from pool import taskwire
+from pool.taskpool import taskwire
 from statusboard.states import WorkerState
 
 _IDLE_POLL_S = 1.0
@@ -32,10 +32,12 @@ _terminating = threading.Event()
 
 
 def serve(ctx: Any) -> None:
-    """The worker loop (target ``pool.taskworker:serve``)."""
+    """The worker loop (target ``pool.taskpool.taskworker:serve``)."""
     channel = ctx.channel
     if channel is None:
-        raise RuntimeError("pool.taskworker:serve runs only under pool.Pool (it needs a task channel)")
+        raise RuntimeError(
+            "pool.taskpool.taskworker:serve runs only under pool.Pool (it needs a task channel)"
+        )
     _exit_cleanly_on_sigterm()
     timeout_s = ctx._board.header_word("heartbeat_timeout_ns") / 1e9
     stop_beating = threading.Event()

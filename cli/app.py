@@ -295,12 +295,19 @@ def logs(
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")
     ] = False,
+    output: Annotated[
+        bool,
+        typer.Option(
+            "--output",
+            help="The workers' stdout/stderr (output.log of a detached pool) instead of the supervisor log.",
+        ),
+    ] = False,
 ) -> int:
-    """Print (or follow) the supervisor log."""
+    """Print (or follow) the supervisor log, or with --output the workers' output."""
     from cli.logs import print_log
 
     g: Globals = ctx.obj
-    print_log(g.directory, lines, follow)
+    print_log(g.directory, lines, follow, output=output)
     return ExitCode.OK
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,27 @@ def test_every_worker_failed_fails_status_and_the_liveness_probe(pools: tuple[Cl
 
     # runtime.json says it too (the supervisor flushes on every lifecycle change).
     wait_for(lambda: cli.runtime()["state"] == "failed", 15, "runtime.json to say failed")
+
+    # So do the metrics and `watch`.
+    metrics = cli("metrics")
+    assert metrics.code == 0, str(metrics)
+    assert f'poolctl_pool_state{{pool="{cli.name}",state="failed"}} 1.0' in metrics.out, metrics.out
+    watcher = subprocess.Popen(
+        [POOLCTL, "--name", cli.name, "--runtime-dir", str(cli.directory), "watch", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # not an assertion: a few refreshes
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=20)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err.decode()
+    assert f"pool {cli.name}: failed" in out.decode(), out.decode()[-500:]
 
     # The pool is still supervised and stops cleanly, verified.
     stopped = cli("stop")

@@ -9,6 +9,10 @@ beaten, or ``failed: <reason>`` (lock held, boot error, ...), and the pipe's EOF
 without either means the daemon died, in which case its output file says why.
 A launch that fails or times out leaves nothing running: the CLI stops the
 daemon's whole process group and verifies every pid is gone.
+
+The daemon's stdout/stderr, which its workers inherit, go to output.log in the
+runtime directory through a logger process that rotates it by size
+(pool.ops.output_log); the daemon waits for that logger to finish before it exits.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from pathlib import Path
 
 from pool.errors import AlreadyRunning, PoolError
 from pool.integrations.titles import set_title, supervisor_title
+from pool.ops import output_log
 from pool.spec import PoolSpec
 from pool.supervision.runtime_report import spec_document
 from pool.supervision.shutdown import kill_and_confirm
-from statusboard.liveness import start_ticks
+from statusboard.liveness import LOCK_NAME, lock_holder_present, start_ticks
 
-OUTPUT_NAME = "output.log"  # the daemon's and its workers' stdout/stderr
+OUTPUT_NAME = output_log.OUTPUT_NAME  # the daemon's and its workers' stdout/stderr
 
 
 @dataclass
@@ -132,7 +137,9 @@ def _abort(process: subprocess.Popen[bytes], grace: float) -> None:
 
 def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
     try:
-        text = (runtime_dir / OUTPUT_NAME).read_text(errors="replace")
+        with open(runtime_dir / OUTPUT_NAME, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))  # the end of a file of up to 10 MB
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
@@ -140,25 +147,49 @@ def _output_tail(runtime_dir: Path, lines: int = 3) -> str:
 
 def main(argv: list[str]) -> int:
     """Daemon entry: ``python -m pool.ops.daemon SPEC_JSON RUNTIME_DIR READY_FD``."""
-    from pool.supervision.supervisor import Supervisor
-
     spec_json, runtime_dir, ready = argv
     ready_fd = int(ready)
     try:
         spec = PoolSpec(**json.loads(spec_json))
-        supervisor = Supervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
     except (PoolError, ValueError, TypeError) as exc:
         os.write(ready_fd, f"failed: {exc}\n".encode())
         return 1
     set_title(supervisor_title(spec.name))
+    # First, before any worker exists, so they all inherit the logger's pipe; and before the
+    # supervisor's imports, so the forked logger is small. Not while another supervisor holds
+    # the lock (run() refuses then): two loggers would rotate one file.
+    logger = None
+    if not lock_holder_present(Path(runtime_dir) / LOCK_NAME):
+        logger = output_log.start(Path(runtime_dir), spec.name)
+    try:
+        return _supervise(spec, runtime_dir, ready_fd)
+    finally:
+        if logger is not None:
+            left = logger.finish()
+            if left:  # should never be: finish() kills what is left; say so where a user looks
+                sys.stderr.write(f"poolctl: output logger pid(s) {left} survived SIGKILL\n")
+
+
+def _supervise(spec: PoolSpec, runtime_dir: str, ready_fd: int) -> int:
+    from pool.supervision.supervisor import Supervisor
+
+    try:
+        supervisor = Supervisor(spec, runtime_dir=runtime_dir, notify_fd=ready_fd)
+    except (PoolError, ValueError, TypeError) as exc:
+        os.write(ready_fd, f"failed: {exc}\n".encode())
+        return 1
     try:
         result = supervisor.run(install_signals=True)
     except AlreadyRunning as exc:
         supervisor.report_failure(str(exc))
         return 1
-    except Exception as exc:
+    except BaseException as exc:
         supervisor.report_failure(f"supervisor error: {type(exc).__name__}: {exc}")
-        raise
+        # Printed here, not by the interpreter at exit: the logger must still be there to write it.
+        import traceback
+
+        traceback.print_exc()
+        return 1
     return 0 if result.ok else 1
 
 

@@ -50,6 +50,7 @@ def serve(ctx: Any) -> None:
     poller.register(channel_fd, select.POLLIN)
     poller.register(control.fileno(), select.POLLIN)
     ctx.beat()  # ready: the pool may send work now
+    lost = False  # the task channel broke: the pool's process is going (or gone)
     try:
         while not ctx.stopping:
             ready = [fd for fd, _ in poller.poll(_IDLE_POLL_S * 1000)]
@@ -62,17 +63,19 @@ def serve(ctx: Any) -> None:
             try:
                 request = channel.recv_bytes()
             except (EOFError, OSError):
+                lost = True
                 break  # the pool is gone
             reply, ok = _run(request, row)
             try:
                 channel.send_bytes(reply)
             except (BrokenPipeError, OSError):
+                lost = True
                 break
             row.finish_task(ok)
             del reply
     finally:
         stop_beating.set()
-        if _supervisor_gone(ctx):
+        if _supervisor_gone(ctx, channel_lost=lost):
             # The caller (and its supervisor thread) died: nobody else will remove the board.
             ctx._board.unlink()
 
@@ -97,18 +100,21 @@ def _run(request: bytes, row: Any) -> tuple[bytes, bool]:
         return taskwire.raised_reply(task_id, error, traceback.format_exc()), False
 
 
-def _supervisor_gone(ctx: Any) -> bool:
+def _supervisor_gone(ctx: Any, *, channel_lost: bool = False) -> bool:
     """True when the supervisor is dead (so nobody else will remove the board).
 
     A SIGTERM that came without a stop request or a hang verdict is most likely
-    the parent-death signal, which the kernel sends while the dying supervisor
-    may still show in /proc (as soon as the thread that forked us exits): give
-    its death a moment to show before deciding that it lives.
+    the parent-death signal, and a task channel that broke the same way is most
+    likely the caller's death closing its end: either can come while the dying
+    process still shows in /proc (the kernel closes its files and signals us before
+    it becomes a zombie), so give its death a moment to show before deciding that
+    it lives.
     """
     if not ctx.supervisor_alive():
         return True
-    if not _terminating.is_set() or ctx.stopping or ctx._board.word(ctx.slot, "state") == WorkerState.HUNG:
-        return False  # the live supervisor's own SIGTERM: a stop, or a hang kill
+    suspicious = _terminating.is_set() or channel_lost
+    if not suspicious or ctx.stopping or ctx._board.word(ctx.slot, "state") == WorkerState.HUNG:
+        return False  # the live supervisor's own SIGTERM or close: a stop, or a hang kill
     deadline = time.monotonic() + _DEATH_SETTLE_S
     while time.monotonic() < deadline:
         time.sleep(0.01)

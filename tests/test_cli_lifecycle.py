@@ -306,6 +306,17 @@ def test_rolling_restart_replaces_every_worker_keeping_the_supervisor(cli: Cli) 
 # -- logs -----------------------------------------------------------------------------------------
 
 
+def _sleeping(pid: int) -> bool:
+    """The process is blocked in a nanosleep (time.sleep): /proc's wchan, else its syscall number."""
+    try:
+        if "nanosleep" in Path(f"/proc/{pid}/wchan").read_text():
+            return True
+        number = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return False
+    return number in {"230", "35"} if os.uname().machine == "x86_64" else number in {"115", "101"}
+
+
 def test_logs_tail_and_follow(cli: Cli, spawn, read_line) -> None:
     cli.start(workers=2)
     result = cli.ok("logs", "-n", "3")
@@ -314,9 +325,10 @@ def test_logs_tail_and_follow(cli: Cli, spawn, read_line) -> None:
     assert lines == cli.log_lines()[-3:]
 
     follower = spawn([POOLCTL, "--runtime-dir", str(cli.directory), "logs", "-f", "-n", "0"], cwd=TESTS_DIR)
-    time.sleep(0.3)  # not an assertion: lets the follower take its starting position (the file's end)
+    # Once it polls (asleep between reads) it has taken its starting position, the file's end.
+    wait_for(lambda: _sleeping(follower.pid), 60.0, "logs -f to poll", interval=0.01)
     cli.ok("scale", "3")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     seen = []
     while not any("scaling from 2 to 3 workers" in line for line in seen):
         assert time.monotonic() < deadline, f"logs -f printed no scaling line: {seen}"
@@ -330,7 +342,9 @@ def test_logs_tail_and_follow(cli: Cli, spawn, read_line) -> None:
 def test_watch_refreshes_until_ctrl_c(cli: Cli, spawn) -> None:
     cli.start(workers=2)
     watcher = spawn(cli.argv("watch", "--interval", "0.1"))
-    time.sleep(0.8)  # not an assertion: a few refreshes happen meanwhile
+    # Ctrl-C once it refreshes: asleep between two frames (a Ctrl-C during its imports is
+    # exit 130, which is right but not this test), however long starting took.
+    wait_for(lambda: _sleeping(watcher.pid), 60.0, "watch to sleep between refreshes", interval=0.01)
     os.kill(watcher.pid, signal.SIGINT)
     out, err = watcher.communicate(timeout=10)
     assert watcher.returncode == 0, err

@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,17 @@ def test_scale_past_the_fd_limit_keeps_supervising(cli: Cli) -> None:
     assert not still, f"stop exited 0 with these alive: {still}"
 
 
+def _settled_fds() -> list[str]:
+    """This process's open fds, once two looks 20 ms apart agree."""
+    last = sorted(os.listdir("/proc/self/fd"))
+    while True:
+        time.sleep(0.02)
+        now = sorted(os.listdir("/proc/self/fd"))
+        if now == last:
+            return now
+        last = now
+
+
 @pytest.mark.usefixtures("supervised")
 def test_a_failing_fork_is_a_slot_failure_that_leaks_no_fd(
     runtime: Path, monkeypatch: pytest.MonkeyPatch
@@ -113,7 +125,7 @@ def test_a_failing_fork_is_a_slot_failure_that_leaks_no_fd(
     spec = supkit.make_spec("well_behaved", workers=1, max_restarts=3, backoff_base=0.05, backoff_cap=0.1)
     with Supervisor(spec, runtime_dir=runtime) as sup:
         supkit.wait_until(lambda: supkit.running(runtime, 1), 10, "1 worker running")
-        fds = sorted(os.listdir("/proc/self/fd"))
+        fds = _settled_fds()  # the supervisor thread may hold a /proc read open for a moment
         failing.set()
         sup.scale(3)
 

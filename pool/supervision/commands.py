@@ -9,8 +9,15 @@ convention). They are queued and applied by the loop thread alone, in order.
 from __future__ import annotations
 
 import os
+import signal
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pool.spec import MAX_WORKERS, workers_error
+
+if TYPE_CHECKING:
+    from pool.supervision.loop import Loop
 
 
 @dataclass(frozen=True)
@@ -118,3 +125,54 @@ class Inbox:
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
+
+
+def control_request(request: dict[str, Any], inbox: Inbox, *, stopping: bool) -> str | None:
+    """Turn a control-socket request into a command; the error line to answer, or None."""
+    op = request.get("op")
+    if op == "scale":
+        workers = request.get("workers")
+        if (error := workers_error(workers)) is not None:
+            return error
+        assert isinstance(workers, int)
+        inbox.put(Scale(workers))
+    elif op == "rolling":
+        inbox.put(Roll())
+    elif op == "stop":
+        inbox.put(Stop("stop requested (control socket)"))
+    else:
+        return f"unknown op {op!r}"
+    if stopping and op != "stop":
+        return "the pool is stopping"
+    return None
+
+
+def apply(inbox: Inbox, loop: Loop, now: float) -> None:
+    """Apply what came in since the last wake, in order: signals first (as commands),
+    then the commands. Once the pool is stopping, only Stop still means something."""
+    while inbox.signals:
+        name = signal.Signals(inbox.signals.popleft()).name
+        command, meaning = SIGNAL_COMMANDS[name]
+        loop.log.info("received %s: %s", name, meaning)
+        inbox.commands.append(command)
+        if isinstance(command, Stop):
+            inbox.note_stop_reason(command.reason)
+    lives, replacements = loop.lives, loop.replacements
+    while inbox.commands:
+        command = inbox.commands.popleft()
+        if isinstance(command, Stop):
+            loop.begin_stop(inbox.stop_reason or command.reason, now)
+        elif lives.stopping:
+            continue
+        elif isinstance(command, Scale):
+            lives.resize(command.workers, now)
+        elif isinstance(command, Nudge):
+            lives.resize(min(MAX_WORKERS, max(1, lives.desired + command.delta)), now)
+        elif isinstance(command, Roll):
+            replacements.start_rolling()
+        elif isinstance(command, Kill):
+            replacements.kill_and_replace(command, now)
+        elif isinstance(command, Recycle):
+            replacements.queue_recycle(command)
+        else:
+            replacements.release_drained(command, now)

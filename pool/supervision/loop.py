@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import select
-import signal
 import threading
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from pool.integrations.control import ControlServer, address
 from pool.integrations.metrics_http import MetricsServer
 from pool.integrations.sdnotify import SystemdNotifier
 from pool.integrations.signals import queued_signals
-from pool.spec import MAX_WORKERS, PoolSpec, workers_error
+from pool.spec import PoolSpec
 from pool.supervision import commands as cmd
 from pool.supervision import shutdown
 from pool.supervision.containment import TreeKeeper
@@ -104,22 +103,32 @@ class Loop:
         self._poller: select.poll | None = None
         self._poller_version = -1
         self._started_wall = time.time()
+        self.run = self._prepare(mp, kill, hooks, clock)
+        self.board = self.run.board
+        self.lives = WorkerLives(self.run, _Events(self), spec.workers)
+        self.replacements = Replacements(self.run, self.lives)
+        self._own = OwnState(self, lock, runtime_dir)  # runtime.json, its directory, the board file
+        self._control = ControlServer(address(spec.name, os.getpid(), self.run.ticks), self._on_control)
+
+    def _prepare(self, mp: Any, kill: Any, hooks: WorkerHooks | None, clock: Any) -> Run:
+        """End what a dead predecessor left, make this run's board, and the Run its parts share."""
+        spec, log = self.spec, self.log
         # A loop that owns its process (daemon, foreground: it installs the signal
         # handlers) reaps its workers' orphans; embedded in a bigger program it does not
         # (the host's own children's orphans are none of ours): pool.supervision.containment.
         trees = TreeKeeper(
             kill=kill,
             log=log,
-            subreaper=own_process and set_child_subreaper(),
+            subreaper=self._own_process and set_child_subreaper(),
             exempt=self._not_orphans,
         )
-        for line in cleanup_previous(runtime_dir, spec.name, grace=spec.grace):
+        for line in cleanup_previous(self.runtime_dir, spec.name, grace=spec.grace):
             log.warning(line)
-            readiness.note(line)
+            self._readiness.note(line)
         pid = os.getpid()
         ticks = start_ticks(pid) or 0
-        self.board = board = _new_board(spec, pid, ticks)
-        self.run = Run(
+        board = _new_board(spec, pid, ticks)
+        return Run(
             spec=spec,
             log=log,
             board=board,
@@ -134,10 +143,6 @@ class Loop:
             rng=random.Random(),
             parent_fds=self._parent_fds,
         )
-        self.lives = WorkerLives(self.run, _Events(self), spec.workers)
-        self.replacements = Replacements(self.run, self.lives)
-        self._own = OwnState(self, lock, runtime_dir)  # runtime.json, its directory, the board file
-        self._control = ControlServer(address(spec.name, pid, ticks), self._on_control)
 
     # -- the run -----------------------------------------------------------------
 
@@ -271,49 +276,10 @@ class Loop:
 
     def _on_control(self, request: dict[str, Any]) -> str | None:
         """A control-socket request (pool.integrations.control), answered from the loop thread."""
-        op = request.get("op")
-        if op == "scale":
-            workers = request.get("workers")
-            if (error := workers_error(workers)) is not None:
-                return error
-            self._inbox.put(cmd.Scale(int(workers)))  # type: ignore[arg-type]
-        elif op == "rolling":
-            self._inbox.put(cmd.Roll())
-        elif op == "stop":
-            self._inbox.put(cmd.Stop("stop requested (control socket)"))
-        else:
-            return f"unknown op {op!r}"
-        if self.lives.stopping and op != "stop":
-            return "the pool is stopping"
-        return None
+        return cmd.control_request(request, self._inbox, stopping=self.lives.stopping)
 
     def _dispatch(self, now: float) -> None:
-        inbox, lives, replacements = self._inbox, self.lives, self.replacements
-        while inbox.signals:
-            name = signal.Signals(inbox.signals.popleft()).name
-            command, meaning = cmd.SIGNAL_COMMANDS[name]
-            self.log.info("received %s: %s", name, meaning)
-            inbox.commands.append(command)
-            if isinstance(command, cmd.Stop):
-                inbox.note_stop_reason(command.reason)
-        while inbox.commands:
-            command = inbox.commands.popleft()
-            if isinstance(command, cmd.Stop):
-                self._begin_stop(inbox.stop_reason or command.reason, now)
-            elif lives.stopping:
-                continue
-            elif isinstance(command, cmd.Scale):
-                lives.resize(command.workers, now)
-            elif isinstance(command, cmd.Nudge):
-                lives.resize(min(MAX_WORKERS, max(1, lives.desired + command.delta)), now)
-            elif isinstance(command, cmd.Roll):
-                replacements.start_rolling()
-            elif isinstance(command, cmd.Kill):
-                replacements.kill_and_replace(command, now)
-            elif isinstance(command, cmd.Recycle):
-                replacements.queue_recycle(command)
-            else:
-                replacements.release_drained(command, now)
+        cmd.apply(self._inbox, self, now)
 
     def _check_ready(self) -> None:
         if self.ready.is_set() or self.lives.stopping:
@@ -338,7 +304,7 @@ class Loop:
 
     # -- stopping ------------------------------------------------------------------------
 
-    def _begin_stop(self, reason: str, now: float) -> None:
+    def begin_stop(self, reason: str, now: float) -> None:
         if self._stop_started:
             return
         self._stop_started = True
@@ -486,4 +452,4 @@ class _Events:
         loop.replacements.on_given_up(slot, was_replacing)
 
     def boot_failed(self, reason: str, now: float) -> None:
-        self._loop._begin_stop(reason, now)
+        self._loop.begin_stop(reason, now)

@@ -15,12 +15,12 @@ from typing import Protocol
 
 from pool.supervision import shutdown, spawn_guard
 from pool.supervision.budget import RestartBudget
-from pool.supervision.containment import CRASH_GRACE_S
 from pool.supervision.leaving import AfterExit, Leaving, after_exit
 from pool.supervision.oom import oom_kills, sigkill_cause
 from pool.supervision.recycle import age_limit
 from pool.supervision.run import Run
 from pool.supervision.slot import Slot
+from pool.supervision.slot_stops import SlotStops
 from pool.supervision.transitions import Event, next_state
 from pool.supervision.worker import BOOT_ERROR_EXIT, WorkerArgs
 from statusboard.health import describe_exit
@@ -58,6 +58,7 @@ class WorkerLives:
         self.exits_version = 0  # bumped when a process starts or ends: rebuild the poll set
         self.beat_due = 0.0  # when a heartbeat could next be too old (set by watch_beats)
         self._next_sweep = 0.0
+        self.stops = SlotStops(run, self.set_state)
 
     def resize(self, desired: int, now: float) -> None:
         if desired != self.desired:
@@ -129,6 +130,11 @@ class WorkerLives:
         except OSError as exc:
             self._spawn_failed(slot, exc, now)
             return
+        self._occupy(slot, started, generation, now)
+
+    def _occupy(self, slot: Slot, started: spawn_guard.Started, generation: int, now: float) -> None:
+        """A new process runs in the slot: set the slot's books and its board row."""
+        board = self.board
         process, ticks = started.process, started.ticks
         slot.generation = generation
         slot.pidfd = started.pidfd
@@ -275,7 +281,7 @@ class WorkerLives:
         ):
             how += f"; {sigkill_cause(slot.oom_kills_at_start)}"
         self.log.info("worker %d (pid %d) exited: %s", slot.index, slot.pid, how)
-        self._end_tree(slot, escalation, now)
+        self.stops.end_tree(slot, escalation, now)
         if self.run.hooks is not None:
             if prev is S.HUNG:
                 how = f"killed as hung (no heartbeat for {self.spec.heartbeat_timeout:g}s), {how}"
@@ -294,23 +300,6 @@ class WorkerLives:
             )
             boot_error = kind == "boot_error" and code == BOOT_ERROR_EXIT
         return boot_error
-
-    def _end_tree(self, slot: Slot, escalation: shutdown.Escalation | None, now: float) -> None:
-        """What the worker started ends with it: SIGTERM now, SIGKILL when its stop's grace
-        ends (a crash: shortly), at once when its stop had reached SIGKILL."""
-        killed = escalation is not None and escalation.stage >= shutdown.Stage.KILL
-        grace_until = None if escalation is None else escalation.started + escalation.grace
-        left = self.run.trees.release(slot.index, slot.pid, now, grace_until=grace_until, killed=killed)
-        if left:
-            self.log.warning(
-                "worker %d (pid %d) left %d process(es) running; ending them: %s",
-                slot.index,
-                slot.pid,
-                left,
-                "SIGKILL"
-                if killed
-                else f"SIGTERM, SIGKILL after {max(0.0, (grace_until or now + CRASH_GRACE_S) - now):.1f}s",
-            )
 
     def _count_failure(self, slot: Slot, now: float, *, ran_for: float, what: str) -> float | None:
         """Count a crash or a failed start in the slot's budget: the restart delay, or None
@@ -386,51 +375,13 @@ class WorkerLives:
         self.beat_due = now + soonest_ns / 1e9
 
     def begin_escalation(self, slot: Slot, why: str, now: float) -> None:
-        esc = shutdown.begin(why, now, self.spec.grace)
-        slot.escalation = esc
-        if why == "hang":
-            self.set_state(slot, Event.HANG)
-            self.run.trees.signal_tree(slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
-            shutdown.send(self.run.kill, slot.pid, shutdown.SIGNAL_FOR[shutdown.Stage.TERM])
-            return
-        # Know its tree now: a worker that leaves at the flag leaves its children to us.
-        self.run.trees.look(slot.pid, full=True)
-        if slot.state is not S.STOPPING:
-            self.set_state(slot, Event.STOP)
-        self.board.set_lifecycle(slot.index, stop_requested=1)
-        try:
-            slot.conn.send_bytes(b"S")
-        except (OSError, ValueError):
-            pass  # the worker is already gone; its sentinel will say so
+        self.stops.begin(slot, why, now)
 
     def escalate(self, now: float) -> None:
+        """Move every stop under way on: SIGTERM, SIGKILL, then a survivor if it will not die."""
         for slot in self.slots:
-            esc = slot.escalation
-            if esc is None or not slot.alive:
-                continue
-            stage = shutdown.advance(esc, now)
-            if stage in shutdown.SIGNAL_FOR:
-                signum = shutdown.SIGNAL_FOR[stage]
-                waited = now - esc.started
-                self.log.warning(
-                    "worker %d (pid %d) still running %.1fs after %s; escalated to %s",
-                    slot.index,
-                    slot.pid,
-                    waited,
-                    "the stop flag" if stage is shutdown.Stage.TERM else "SIGTERM",
-                    signum.name,
-                )
-                self.run.trees.signal_tree(slot.pid, signum)
-                shutdown.send(self.run.kill, slot.pid, signum)
-            elif stage is shutdown.Stage.GAVE_UP:
-                slot.survivor = True
-                self.exits_version += 1
-                self.log.error(
-                    "worker %d (pid %d) survived SIGKILL for %gs: NOT confirmed gone",
-                    slot.index,
-                    slot.pid,
-                    shutdown.CONFIRM_S,
-                )
+            if slot.escalation is not None and slot.alive and self.stops.advance(slot, now):
+                self.exits_version += 1  # a survivor: no longer polled
                 self.changed = True
 
     def start_due(self, now: float) -> None:

@@ -30,7 +30,6 @@ import select
 import shutil
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -39,13 +38,10 @@ from typing import Any
 
 from pool.errors import WorkerCrashed
 from pool.spec import PoolSpec
-from pool.supervision.slot import WorkerHooks
 from pool.supervision.supervisor import Supervisor
 from pool.taskpool import taskwire
-from statusboard.layout import NO_TASK
+from pool.taskpool.worker_news import PoolHooks, Recycling, Started, WorkerNews
 
-# (kind, slot, generation, pid, task running at death, how it ended)
-_Event = tuple[str, int, int, int, int, str]
 PREFETCH = 2  # requests in flight per worker: one running, one waiting in its pipe
 _ids = itertools.count()
 
@@ -82,49 +78,6 @@ class _Worker:
 
     def accepts(self, max_tasks: int | None) -> bool:
         return not (self.eof or self.draining or (max_tasks is not None and self.sent >= max_tasks))
-
-
-class _Hooks(WorkerHooks):
-    """Supervisor-thread callbacks: make the channel, then hand news to the dispatcher."""
-
-    def __init__(self, pool: Pool) -> None:
-        self._pool = weakref.ref(pool)
-        self.channels: dict[tuple[int, int], Any] = {}
-        self.lock = threading.Lock()
-
-    def channel(self, slot: int, generation: int) -> Any:
-        pool = self._pool()
-        if pool is None:
-            return None
-        parent_end, child_end = pool._supervisor.mp_context.Pipe(duplex=True)
-        with self.lock:
-            self.channels[(slot, generation)] = parent_end
-        return child_end
-
-    def started(self, slot: int, generation: int, pid: int) -> None:
-        self._post(("started", slot, generation, pid, NO_TASK, ""))
-
-    def recycle(self, slot: int, generation: int, reason: str) -> bool:
-        # Always drain: the worker finishes what it holds before it is stopped, so a
-        # recycle never fails or loses a task (the dispatcher calls release_worker).
-        self._post(("recycle", slot, generation, 0, NO_TASK, reason))
-        return True
-
-    def exited(self, slot: int, generation: int, pid: int, code: int, how: str) -> None:
-        # Which task it was running is read here, in the supervisor thread, before this
-        # returns: the supervisor may respawn the slot at once, and the new worker's row
-        # reset clears task_id before the dispatcher could look at it (the crashed task
-        # would then pass for one that never started and run again, retries or not).
-        pool = self._pool()
-        board = pool._supervisor.board if pool is not None else None
-        running = board.word(slot, "task_id") if board is not None else NO_TASK
-        self._post(("exited", slot, generation, pid, running, how))
-
-    def _post(self, event: _Event) -> None:
-        pool = self._pool()
-        if pool is not None:
-            pool._events.append(event)
-            pool._wake()
 
 
 class Pool(Executor):
@@ -179,10 +132,10 @@ class Pool(Executor):
         )
         self.retries = retries
         self.max_tasks = max_tasks
-        self._hooks = _Hooks(self)
+        self._hooks = PoolHooks(self)
         self._supervisor = Supervisor(self._spec, runtime_dir=runtime_dir, hooks=self._hooks)
         self._pending: deque[_Task] = deque()
-        self._events: deque[_Event] = deque()
+        self._events: deque[WorkerNews] = deque()
         self._workers: dict[int, _Worker] = {}
         self._task_ids = itertools.count(1)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -343,21 +296,19 @@ class Pool(Executor):
 
     def _handle_events(self) -> None:
         while self._events:
-            kind, slot, generation, pid, running_id, how = self._events.popleft()
-            if kind == "started":
-                with self._hooks.lock:
-                    conn = self._hooks.channels.pop((slot, generation), None)
+            news = self._events.popleft()
+            known = self._workers.get(news.slot)
+            if isinstance(news, Started):
+                conn = self._hooks.take_channel(news.slot, news.generation)
                 if conn is not None:
-                    worker = self._workers[slot] = _Worker(slot, generation, pid, conn)
+                    worker = self._workers[news.slot] = _Worker(news.slot, news.generation, news.pid, conn)
                     self._poller.register(worker.fd, select.POLLIN)
-            elif kind == "recycle":
-                recycled = self._workers.get(slot)
-                if recycled is not None and recycled.generation == generation:
-                    recycled.draining = True
+            elif known is None or known.generation != news.generation:
+                continue  # about a process this dispatcher no longer tracks
+            elif isinstance(news, Recycling):
+                known.draining = True
             else:
-                dead = self._workers.get(slot)
-                if dead is not None and dead.generation == generation:
-                    self._on_death(dead, running_id, how)
+                self._on_death(known, news.running, news.how)
 
     def _release_drained(self) -> None:
         """Hand a drained worker back to the supervisor for its recycle."""

@@ -61,6 +61,24 @@ child = subprocess.Popen(["sleep", "1000"], start_new_session=sys.argv[1] == "se
 print(child.pid, flush=True)
 """
 
+# A descendant that keeps forking while it is being killed: it ignores SIGTERM and starts a
+# new ``sleep 1000`` in a session of its own every 5 ms (at most 400), recording each, so a
+# stop races fresh escapees right up to its SIGKILL.
+FORKER = """
+import os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[2])
+from containment_targets import record
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+for _ in range(400):
+    child = subprocess.Popen(["sleep", "1000"], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record(child.pid, "forker's escapee", sys.argv[1])
+    time.sleep(0.005)
+while True:
+    time.sleep(1000)
+"""
+
 # A helper whose memory is resident (bytes * n writes every page; bytearray(n) would not).
 BIG = f"""
 import sys, time
@@ -99,6 +117,8 @@ class Descendant:
             what = f"{' '.join(proc.cmdline())[:60]!r}, ppid {proc.ppid()}, pgid {os.getpgid(self.pid)}, {proc.status()}"
         except (psutil.Error, OSError):
             what = "gone"
+        if not self.worker:  # found by its mark, never recorded
+            return f"pid {self.pid} ({self.kind}: {what})"
         return f"pid {self.pid} ({self.kind} of worker {self.worker}, slot {self.slot} gen {self.generation}: {what})"
 
 
@@ -217,6 +237,26 @@ class Records:
                 )
             time.sleep(0.02)
 
+    def marked(self) -> list[Descendant]:
+        """Live processes whose environment names this record directory (every process of a
+        pool the test started through the CLI inherits it), recorded or not, decoys excepted.
+        A process forked an instant before its parent was killed may never have been
+        recorded; it still carries the mark."""
+        import psutil
+
+        decoys = {d.pid for d in self.decoys}
+        me = os.getpid()
+        found = []
+        for proc in psutil.process_iter(["pid", "status"]):
+            if proc.pid in decoys or proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            try:
+                if proc.environ().get(ENV_DIR) == str(self.directory):
+                    found.append(Descendant(proc.pid, proc.create_time(), "unrecorded", 0, 0.0, None, None))
+            except psutil.Error:
+                continue
+        return found
+
     def decoy(self) -> Descendant:
         """An orphaned ``sleep 1000`` with the same command line and environment as a pool's
         child, started by the test and re-parented like a leftover grandchild: not the pool's."""
@@ -235,6 +275,7 @@ class Records:
 
     def cleanup(self) -> None:
         kill_all(self.all() + self.decoys)
+        kill_all(self.marked())
 
 
 # -- starting descendants (in the worker) ----------------------------------------------------
@@ -255,7 +296,7 @@ def start_python(code: str, kind: str, ctx: Any = None, directory: Any = None) -
     printed its ready line."""
     where = str(directory if directory is not None else os.environ[ENV_DIR])
     child = subprocess.Popen(
-        [sys.executable, "-c", code, where],
+        [sys.executable, "-c", code, where, os.path.dirname(os.path.abspath(__file__))],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -323,6 +364,12 @@ def daemonized(ctx: Any) -> None:
 def term_ignoring_child(ctx: Any) -> None:
     """A child that notes SIGTERM in <dir>/<pid>.term and keeps running."""
     start_python(TERM_IGNORER, "TERM-ignoring child", ctx)
+    steady(ctx)
+
+
+def forker(ctx: Any) -> None:
+    """A child that ignores SIGTERM and keeps starting escapees (setsid) until it is killed."""
+    start_python(FORKER, "forker", ctx)
     steady(ctx)
 
 

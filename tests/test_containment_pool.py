@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,28 @@ def test_a_task_whose_worker_is_sigkilled_leaves_no_subprocess(
     left = wait_gone([child], GONE_S)
     assert not left, f"a task whose worker was SIGKILLed left its subprocess running: {describe(left)}"
     assert p.submit(pow, 2, 10).result(timeout=30) == 1024
+
+
+# README, Limits: embedded (pool.Pool), "after a worker crash a descendant that left the
+# worker's process group (setsid()) less than a sample (1 s) earlier can escape". One that
+# has lived well past a sample must not.
+OLDER_THAN_A_SAMPLE_S = 2.5
+
+
+def test_a_sigkilled_task_worker_takes_a_setsid_subprocess_older_than_a_sample(
+    make_pool: Callable[..., Pool], records: Records
+) -> None:
+    p = make_pool(1)
+    for _ in range(2):  # the first worker, and a replacement that starts childless
+        future, child = task_with_child(p, records, 1000, True)
+        time.sleep(OLDER_THAN_A_SAMPLE_S)  # the setup: a child older than the documented window
+        os.kill(child.worker, signal.SIGKILL)
+        assert isinstance(future.exception(timeout=30), WorkerCrashed)
+        left = wait_gone([child], GONE_S)
+        assert not left, (
+            f"a setsid'd task subprocess {OLDER_THAN_A_SAMPLE_S}s old outlived its SIGKILLed worker "
+            f"(README: only one younger than a 1 s sample may): {describe(left)}"
+        )
 
 
 def test_shutdown_with_a_task_running_leaves_no_subprocess(

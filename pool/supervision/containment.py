@@ -38,7 +38,12 @@ from pool.supervision.shutdown import CONFIRM_S
 
 CRASH_GRACE_S = 1.0  # SIGTERM -> SIGKILL for what a crashed worker left behind
 POLL_S = 0.02  # how often remnants are looked at while some remain (exit/stop windows only)
-QUIET_LOOKS = 5  # a worker seen childless is looked at again every this many samples
+# A worker seen childless is looked at again every this many samples. Owning its process,
+# the supervisor does not need the look to catch escapees (a dead worker's orphans come to
+# it): every fifth keeps a 256-worker pool's idle cost unchanged. Embedded, the look is
+# what catches a setsid()'d child after a crash: every sample.
+QUIET_LOOKS = 5
+MAX_SETTLES = 100  # looks for late orphans before a stop ends (each SIGKILLs what it finds)
 
 
 @dataclass
@@ -78,12 +83,15 @@ class TreeKeeper:
         self._kill = kill
         self.log = log
         self.subreaper = subreaper
+        self._quiet_looks = QUIET_LOOKS if subreaper else 1
         self._exempt = exempt
         self._tracked: dict[int, _Tracked] = {}  # worker pid -> its tree
         self._remnants: dict[ProcId, Remnant] = {}
         self._groups: dict[int, tuple[int, float]] = {}  # dead worker's pgid -> (slot, kill_at), to scan
         self.survivors: list[tuple[ProcId, int]] = []  # (process, slot) not gone after SIGKILL
         self.changed = False  # a tree changed since the caller last cleared this
+        self._dead_groups: set[int] = set()  # process groups of exited workers that had members
+        self._settles = 0
 
     # -- living workers -------------------------------------------------------
 
@@ -106,7 +114,7 @@ class TreeKeeper:
             return []
         if not full and not tracked.tree:
             tracked.quiet += 1
-            if tracked.quiet < QUIET_LOOKS or tracked.children_fd < 0:
+            if tracked.quiet < self._quiet_looks or tracked.children_fd < 0:
                 return []
             tracked.quiet = 0
             try:
@@ -157,6 +165,7 @@ class TreeKeeper:
                 found += self._add([proc], slot if _in_group(proc[0], pid) else -1, kill_at, now)
         if proctree.group_exists(pid):
             self._groups[pid] = (slot, kill_at)  # scanned once per wake, for every dead group
+            self._dead_groups.add(pid)  # and again before a stop ends (settle)
         return found
 
     def _orphans(self) -> list[ProcId]:
@@ -194,6 +203,22 @@ class TreeKeeper:
             for child in proctree.children(os.getpid()):
                 if child not in exempt and not proctree.identify([child]):
                     proctree.reap(child)
+
+    def settle(self, now: float) -> bool:
+        """A stop is about to end: look once more for what a killed remnant forked just
+        before its SIGKILL (re-parented to us as a subreaper; embedded: still in a dead
+        worker's process group). Found ones get SIGKILL at once (the grace is over).
+        True when something was found: the stop goes on until a look finds nothing."""
+        if self._settles >= MAX_SETTLES:
+            return False  # a process tree that outruns this many looks: what is left is lost
+        self._settles += 1
+        found = self._add(self._orphans(), -1, now, now) if self.subreaper else 0
+        for pgid in list(self._dead_groups):
+            if proctree.group_exists(pgid) and pgid not in self._tracked:
+                self._groups[pgid] = (-1, now)
+            else:
+                self._dead_groups.discard(pgid)
+        return found > 0 or bool(self._groups)
 
     def advance(self, now: float) -> None:
         """Move remnants on: scan dead groups, reap the gone, SIGKILL at the grace's end,

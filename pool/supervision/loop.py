@@ -180,7 +180,12 @@ class Loop:
         now = self._clock()
         lives, replacements, trees = self.lives, self.replacements, self.run.trees
         lives.resize(lives.desired, now)
-        while not (lives.stopping and not lives.any_alive and not trees.pending):
+        while not (
+            lives.stopping
+            and not lives.any_alive
+            and not trees.pending
+            and not trees.settle(self._clock())  # what a killed remnant forked at the last moment
+        ):
             timeout = max(0.0, self._next_deadline(now) - self._clock())
             ready = {fd for fd, _ in self._waiter().poll(timeout * 1000)}
             now = self._clock()

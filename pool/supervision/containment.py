@@ -92,6 +92,7 @@ class TreeKeeper:
         self.changed = False  # a tree changed since the caller last cleared this
         self._dead_groups: set[int] = set()  # process groups of exited workers that had members
         self._settles = 0
+        self._lost: set[ProcId] = set()  # survivors: never taken up again
 
     # -- living workers -------------------------------------------------------
 
@@ -183,8 +184,8 @@ class TreeKeeper:
     def _add(self, procs: list[ProcId], slot: int, kill_at: float, now: float) -> int:
         added = 0
         for proc in procs:
-            if proc in self._remnants:
-                continue
+            if proc in self._remnants or proc in self._lost:
+                continue  # being ended already, or known not to die
             remnant = Remnant(proc, slot, kill_at)
             self._remnants[proc] = remnant
             added += 1
@@ -213,12 +214,12 @@ class TreeKeeper:
             return False  # a process tree that outruns this many looks: what is left is lost
         self._settles += 1
         found = self._add(self._orphans(), -1, now, now) if self.subreaper else 0
-        for pgid in list(self._dead_groups):
-            if proctree.group_exists(pgid) and pgid not in self._tracked:
-                self._groups[pgid] = (-1, now)
-            else:
-                self._dead_groups.discard(pgid)
-        return found > 0 or bool(self._groups)
+        self._dead_groups = {
+            g for g in self._dead_groups if proctree.group_exists(g) and g not in self._tracked
+        }
+        for procs in proctree.group_members(self._dead_groups).values():
+            found += self._add(procs, -1, now, now)
+        return found > 0
 
     def advance(self, now: float) -> None:
         """Move remnants on: scan dead groups, reap the gone, SIGKILL at the grace's end,
@@ -240,6 +241,7 @@ class TreeKeeper:
             elif remnant.killed and now >= remnant.confirm_by:
                 del self._remnants[proc]
                 self.survivors.append((proc, remnant.slot))
+                self._lost.add(proc)
                 self.log.error(
                     "pid %d (%s), left by worker %s, survived SIGKILL for %gs: NOT confirmed gone",
                     proc[0],

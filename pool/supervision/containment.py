@@ -107,8 +107,9 @@ class TreeKeeper:
         """The worker's descendants now (also kept, for after it is gone).
 
         Cheap unless it has children: one pread of its main thread's children, and for
-        a worker seen childless only every QUIET_LOOKS calls. ``full`` walks every
-        thread regardless (at a kill, a stop, the periodic sweep).
+        a worker seen childless only every few calls (see QUIET_LOOKS). ``full`` walks
+        every thread's children regardless (at a kill or a stop): a child started by
+        another thread of a worker is seen then, or once the main thread has one too.
         """
         tracked = self._tracked.get(pid)
         if tracked is None:

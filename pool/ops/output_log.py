@@ -56,6 +56,7 @@ import sys
 import time
 from pathlib import Path
 
+from pool.supervision import proctree
 from statusboard.liveness import is_alive, start_ticks
 
 OUTPUT_NAME = "output.log"
@@ -75,7 +76,6 @@ FINISH_S = 0.05  # daemon: wait this long for the logger to end by itself (EOF) 
 CONFIRM_S = 2.0  # daemon: after SIGKILL to what is left of the logger, wait this long to see it gone
 _PROMOTE = -1  # copier -> keeper: its keeper died
 _FINISHED = 3  # copier exit code: ended on request (0 is EOF: everything written)
-_PR_SET_PDEATHSIG = 1
 
 
 # -- the daemon's side ------------------------------------------------------------------------
@@ -130,7 +130,8 @@ class OutputLogger:
         """Live processes of our process group titled as this pool's logger."""
         title = f"{TITLE_PREFIX}[{self.pool}]".encode()
         found = []
-        for pid in _group_members(os.getpgrp()):
+        group = os.getpgrp()
+        for pid, _ in proctree.group_members({group}).get(group, []):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     cmdline = f.read()
@@ -256,24 +257,6 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group ``pgid``, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(b")") + 2 :].split()
-        # rest[0] is field 3 (state), rest[2] field 5 (pgrp).
-        if len(rest) > 2 and int(rest[2]) == pgid and rest[0] not in (b"Z", b"X"):
-            members.append(int(entry))
-    return members
 
 
 # -- the logger process -----------------------------------------------------------------------
@@ -448,19 +431,6 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _parent_death_signal(signum: int) -> bool:
-    """prctl(PR_SET_PDEATHSIG): ``signum`` when our parent dies. Best effort (Linux only):
-    whether it was set."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        return int(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 class _Config:
     def __init__(self, sink: Sink, supervisor: tuple[int, int], supervisor_fd: int) -> None:
         self.sink = sink
@@ -539,7 +509,7 @@ def _keeper(config: _Config, copier: int, born: float, wake: int) -> int | None:
 def _copier(config: _Config, keeper: int, wake: int) -> int:
     """Copy the pipe (fd 0) to the sink until EOF (0), a request to end (_FINISHED), or the
     keeper's death (_PROMOTE: this process becomes the keeper)."""
-    _parent_death_signal(signal.SIGUSR2)
+    proctree.set_parent_death_signal(signal.SIGUSR2)
     sink = config.sink
     lines = _Lines(sink)
     poller = select.poll()

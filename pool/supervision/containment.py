@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pool.supervision import proctree
 from pool.supervision.proctree import ProcId
 from pool.supervision.shutdown import CONFIRM_S
+from statusboard.liveness import is_alive
 
 CRASH_GRACE_S = 1.0  # SIGTERM -> SIGKILL for what a crashed worker left behind
 POLL_S = 0.02  # how often remnants are looked at while some remain (exit/stop windows only)
@@ -158,7 +159,7 @@ class TreeKeeper:
         if tracked is not None and tracked.children_fd >= 0:
             os.close(tracked.children_fd)
         kill_at = now if killed else (grace_until if grace_until is not None else now + CRASH_GRACE_S)
-        left = [p for p in (tracked.tree if tracked else []) if proctree.is_running(p)]
+        left = [p for p in (tracked.tree if tracked else []) if is_alive(*p)]
         found = self._add(left, slot, kill_at, now)
         if self.subreaper:
             # Re-parented to us: its orphans, and any another exited worker left (not yet
@@ -176,9 +177,10 @@ class TreeKeeper:
         exempt = self._exempt()
         found: list[ProcId] = []
         for child in proctree.children(os.getpid()):
-            if child in exempt:
-                continue
-            found.extend(proctree.identify([child]))
+            proc = proctree.identify([child])
+            if child in exempt or not proc or proc[0] in self._remnants:
+                continue  # a worker, a helper, gone, or being ended already (its tree with it)
+            found.extend(proc)
             found.extend(proctree.descendants(child))
         return found
 
@@ -235,7 +237,7 @@ class TreeKeeper:
                 self._add(procs, slot, kill_at, now)
         for proc, remnant in list(self._remnants.items()):
             proctree.reap(proc[0])
-            if not proctree.is_running(proc):
+            if not is_alive(*proc):
                 del self._remnants[proc]
             elif not remnant.killed and now >= remnant.kill_at:
                 self._kill_remnant(remnant, now)
@@ -290,7 +292,7 @@ class TreeKeeper:
     # -- signals ---------------------------------------------------------------------
 
     def _send(self, proc: ProcId, signum: int) -> None:
-        if proctree.is_running(proc):  # never a pid reused by a stranger
+        if is_alive(*proc):  # never a pid reused by a stranger
             try:
                 self._kill(proc[0], signum)
             except (ProcessLookupError, PermissionError):

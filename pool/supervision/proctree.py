@@ -19,20 +19,33 @@ import os
 import sys
 from collections.abc import Iterable
 
-from statusboard.liveness import proc_stat
+from statusboard.liveness import start_ticks
 
 ProcId = tuple[int, int]  # (pid, start ticks)
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def set_child_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux 3.4+). False elsewhere."""
+def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux 3.4+). False elsewhere."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent (thread) dies.
+    False where it cannot (not Linux): callers keep their own check of the parent."""
+    return _prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def children(pid: int) -> list[int]:
@@ -53,12 +66,7 @@ def children(pid: int) -> list[int]:
 
 def identify(pids: Iterable[int]) -> list[ProcId]:
     """(pid, start ticks) of each pid that runs now (zombies and the gone are dropped)."""
-    found = []
-    for pid in pids:
-        stat = proc_stat(pid)
-        if stat is not None and stat[0] not in ("Z", "X"):
-            found.append((pid, stat[1]))
-    return found
+    return [(pid, ticks) for pid in pids if (ticks := start_ticks(pid)) is not None]
 
 
 def descendants(pid: int, *, limit: int = 100_000) -> list[ProcId]:
@@ -126,12 +134,6 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-def is_running(proc: ProcId) -> bool:
-    """True while ``proc`` runs: same pid and start ticks, not a zombie."""
-    stat = proc_stat(proc[0])
-    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == proc[1]
 
 
 def command_line(pid: int) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pool.errors import TargetError
 from pool.integrations.titles import set_title, worker_title
-from pool.supervision.proctree import set_child_subreaper
+from pool.supervision.proctree import set_child_subreaper, set_parent_death_signal
 from pool.supervision.target import load_target
 from statusboard.board import Board, WorkerRow
 from statusboard.liveness import is_alive
@@ -179,13 +179,7 @@ def _hold_own_tree() -> None:
 
 def _die_with_parent() -> None:
     """prctl(PR_SET_PDEATHSIG, SIGTERM) on Linux; elsewhere wait() checks the parent."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    set_parent_death_signal(signal.SIGTERM)
 
 
 def _report(conn: Any, kind: str, summary: str, detail: str) -> None:

@@ -237,13 +237,8 @@ class Loop:
                 self._poller.register(fd, select.POLLIN)
             if self._metrics is not None:
                 self._poller.register(self._metrics.fileno(), select.POLLIN)
-            exit_fds = self.lives.exit_fds
-            exit_fds.clear()
-            for slot in self.lives.slots:
-                if slot.alive:
-                    fd = slot.pidfd if slot.pidfd >= 0 else slot.process.sentinel
-                    exit_fds[fd] = slot
-                    self._poller.register(fd, select.POLLIN)
+            for fd in self.lives.map_exit_fds():
+                self._poller.register(fd, select.POLLIN)
         return self._poller
 
     def _next_deadline(self, now: float) -> float:

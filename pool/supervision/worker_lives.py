@@ -193,6 +193,17 @@ class WorkerLives:
         self.board.set_lifecycle(slot.index, state=slot.state)
         self.changed = True
 
+    def map_exit_fds(self) -> list[int]:
+        """One fd per live worker, readable once it exits: its pidfd (Linux 5.3+, readable
+        even if a grandchild holds its sentinel pipe), else the sentinel. Remembered for
+        reap(); the loop polls them."""
+        self.exit_fds = {
+            (slot.pidfd if slot.pidfd >= 0 else slot.process.sentinel): slot
+            for slot in self.slots
+            if slot.alive
+        }
+        return list(self.exit_fds)
+
     def reap(self, now: float, ready: set[int]) -> None:
         """Reap the workers whose exit fd fired (waitpid per worker per wake would be the
         biggest idle cost of a large pool), and every worker once per SWEEP_S."""
